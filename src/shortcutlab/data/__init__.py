@@ -1,0 +1,1 @@
+"""Data layer: embedded synthetic datasets, user data loaders and the split builder."""

@@ -1,0 +1,7 @@
+"""Methods, one file each, registered by name (``shortcutlab methods`` lists them)."""
+
+from shortcutlab.methods import erm, groupdro, rebalance  # noqa: F401 - register
+from shortcutlab.methods.base import Hparam, Method, TaskInfo
+from shortcutlab.methods.registry import METHODS, get_method, register
+
+__all__ = ["METHODS", "Hparam", "Method", "TaskInfo", "get_method", "register"]

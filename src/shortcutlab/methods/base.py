@@ -1,0 +1,136 @@
+"""The method contract, after DomainBed's ``Algorithm``: ``update(batch) -> losses``, ``predict``.
+
+A method owns a model (``encoder`` + ``head``), its optimiser(s) and its loss; the runner owns the
+loop, sampling, devices, autocast, checkpoints, model selection and evaluation, so a method file
+reads like the paper's algorithm box.
+
+``batch`` is a dict of tensors on the method's device:
+``x`` float images in [0, 1] (B, C, H, W); ``y`` labels (B,); ``z`` attributes (B, k);
+``g`` joint group ids of (y, z1..zk) (B,); ``idx`` row indices into the training split (B,);
+``w`` optional per-example weights (B,).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shortcutlab.models import EncoderHeadModel
+
+
+@dataclass(frozen=True)
+class Hparam:
+    """One hyperparameter: its default and a random-search draw (DomainBed's registry idea)."""
+
+    default: Any
+    help: str = ""
+    search: Any = None  # callable(numpy Generator) -> value, for sweeps
+
+
+@dataclass
+class TaskInfo:
+    """What a method may know about the task before training; never any held-out labels."""
+
+    num_classes: int
+    attributes: list[str]
+    attribute_cardinalities: list[int]
+    in_channels: int = 1
+    image_size: int = 64
+    epochs: int = 10
+    steps_per_epoch: int = 1
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_groups(self) -> int:
+        n = self.num_classes
+        for c in self.attribute_cardinalities:
+            n *= c
+        return n
+
+
+# Hyperparameters every method has; values come from the config's ``train`` section.
+COMMON_HPARAMS: dict[str, Hparam] = {
+    "lr": Hparam(1e-3, "AdamW learning rate", lambda r: float(10 ** r.uniform(-4.5, -2.5))),
+    "weight_decay": Hparam(1e-4, "AdamW weight decay", lambda r: float(10 ** r.uniform(-6, -2))),
+}
+
+
+class Method(nn.Module):
+    """Base class: plain empirical risk minimisation lives in ``ERM``; others override pieces."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    HPARAMS: ClassVar[dict[str, Hparam]] = {}
+    # "uniform": shuffled batches; "group_balanced": every (y, z) cell equally likely per draw.
+    sampling: ClassVar[str] = "uniform"
+    # the feature dimension this method wants from the encoder (None: the backbone's default)
+    feature_dim: ClassVar[int | None] = None
+
+    def __init__(self, model: EncoderHeadModel, info: TaskInfo, hparams: dict[str, Any]):
+        super().__init__()
+        self.model = model
+        self.info = info
+        self.hparams = dict(hparams)
+        self._optimizer: torch.optim.Optimizer | None = None
+
+    @classmethod
+    def hparam_defaults(cls) -> dict[str, Any]:
+        spec = {**COMMON_HPARAMS, **cls.HPARAMS}
+        return {k: v.default for k, v in spec.items()}
+
+    @classmethod
+    def hparam_spec(cls) -> dict[str, Hparam]:
+        return {**COMMON_HPARAMS, **cls.HPARAMS}
+
+    # -- optimisation -------------------------------------------------------------------------
+    def make_optimizer(self, params, lr: float | None = None) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(
+            params,
+            lr=self.hparams["lr"] if lr is None else lr,
+            weight_decay=self.hparams["weight_decay"],
+        )
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        if self._optimizer is None:
+            self._optimizer = self.make_optimizer(self.model.parameters())
+        return self._optimizer
+
+    def step(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    # -- the contract ---------------------------------------------------------------------------
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (B, num_classes)."""
+        return self.model(x)
+
+    def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named feature blocks for probes: ``{"f": all}``; split methods add ``f_y``, ``f_<attr>``."""
+        return {"f": self.model.features(x)}
+
+    # -- optional hooks (two-stage methods such as JTT, DFR, SWiFT) ------------------------------
+    def on_train_start(self, context: Any) -> None:  # noqa: B027 - optional hook
+        """Called once before the first epoch with the runner's context."""
+
+    def on_epoch_end(self, epoch: int, context: Any) -> None:  # noqa: B027 - optional hook
+        """Called after every epoch (e.g. DLS schedules)."""
+
+    def on_train_end(self, context: Any) -> None:  # noqa: B027 - optional hook
+        """Called after model selection restored the chosen weights."""
+
+    # -- helpers -------------------------------------------------------------------------------
+    @staticmethod
+    def weighted_ce(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+        loss = F.cross_entropy(logits.float(), y, reduction="none")
+        if w is None:
+            return loss.mean()
+        return (loss * w).sum() / w.sum().clamp_min(1e-12)
