@@ -52,6 +52,20 @@ class TaskInfo:
         return n
 
 
+class RunContext:
+    """What the runner hands to a method's hooks (implemented in ``experiment/runner.py``).
+
+    Attributes: ``train``, ``val`` and (when the method asks for ``holdout_fraction > 0``)
+    ``holdout``: dicts of CPU tensors ``x`` (uint8), ``y``, ``z``, ``g``, ``idx``; ``device``;
+    ``seed``; ``batch_size``; ``info``; ``run_dir`` (a folder the method may write to).
+    ``holdout`` is carved from the training split before training (stratified by group) and is
+    never the selection split. ``batches(tensors, shuffle=True, weights=None, batch_size=None)``
+    yields device batches in the ``update`` format (``x`` as float in [0, 1]);
+    ``fit(method, epochs)`` runs the shared training loop on ``train`` for a helper model (JTT's
+    first stage, a distillation teacher); ``predict(method, tensors)`` returns logits on CPU.
+    """
+
+
 # Hyperparameters every method has; values come from the config's ``train`` section.
 COMMON_HPARAMS: dict[str, Hparam] = {
     "lr": Hparam(1e-3, "AdamW learning rate", lambda r: float(10 ** r.uniform(-4.5, -2.5))),
@@ -67,8 +81,14 @@ class Method(nn.Module):
     HPARAMS: ClassVar[dict[str, Hparam]] = {}
     # "uniform": shuffled batches; "group_balanced": every (y, z) cell equally likely per draw.
     sampling: ClassVar[str] = "uniform"
-    # the feature dimension this method wants from the encoder (None: the backbone's default)
-    feature_dim: ClassVar[int | None] = None
+    # fraction of the training split carved off before training into ``context.holdout``
+    # (DFR's and SWiFT's small external set); 0 keeps all training data for training.
+    holdout_fraction: ClassVar[float] = 0.0
+
+    @classmethod
+    def encoder_dim(cls, info: TaskInfo, hparams: dict[str, Any]) -> int | None:
+        """Feature size this method needs from the encoder (None: the backbone default)."""
+        return None
 
     def __init__(self, model: EncoderHeadModel, info: TaskInfo, hparams: dict[str, Any]):
         super().__init__()
