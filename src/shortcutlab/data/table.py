@@ -64,7 +64,9 @@ class ImageTable:
 
     def group_ids(self) -> np.ndarray:
         """Group id of each row: the joint cell (y, z1, ..., zk), numbered in mixed radix."""
-        return group_ids(self.meta, self.attributes, self.num_classes, self.attribute_cardinalities())
+        return group_ids(
+            self.meta, self.attributes, self.num_classes, self.attribute_cardinalities()
+        )
 
     def attribute_cardinalities(self) -> list[int]:
         return [int(self.meta[a].max()) + 1 if len(self.meta) else 1 for a in self.attributes]
