@@ -234,6 +234,34 @@ def method_hparams(spec: MethodSpec, cfg: ExperimentConfig) -> dict[str, Any]:
     return hp
 
 
+def validate_names(cfg: ExperimentConfig) -> None:
+    """Unknown methods, hyperparameters or datasets fail before anything is written."""
+    from shortcutlab.methods import METHODS
+
+    for spec in cfg.methods:
+        method_hparams(spec, cfg)
+    spec_names = {m.name: m.registry_name for m in cfg.methods}
+    for key, values in cfg.hparams.items():
+        registry = spec_names.get(key, key)
+        if registry not in METHODS:
+            raise ShortcutlabError(f"hparams.{key}: there is no method '{key}'")
+        known = get_method(registry).hparam_defaults()
+        for k in values:
+            if k not in known:
+                raise ShortcutlabError(
+                    f"hparams.{key}: '{k}' is not a hyperparameter of {registry}; "
+                    f"it has: {', '.join(sorted(known))}"
+                )
+    if cfg.dataset.name not in ("csv", "npz"):
+        from shortcutlab.data.synthetic import SYNTHETIC
+
+        if cfg.dataset.name not in SYNTHETIC:
+            raise ShortcutlabError(
+                f"unknown dataset '{cfg.dataset.name}'; choose one of: "
+                f"{', '.join(sorted(SYNTHETIC))}, csv, npz"
+            )
+
+
 def task_info(table: ImageTable, cfg: ExperimentConfig, steps_per_epoch: int) -> TaskInfo:
     return TaskInfo(
         num_classes=table.num_classes,
@@ -441,8 +469,7 @@ def run_experiment(
 ) -> pd.DataFrame:
     """Run every (method, seed) of ``cfg`` into ``out``; return the combined results table."""
     out = Path(out)
-    for spec in cfg.methods:  # fail on unknown names before any work
-        method_hparams(spec, cfg)
+    validate_names(cfg)  # fail on unknown names before any work
     out.mkdir(parents=True, exist_ok=True)
     _check_resumable(out, cfg)
     write_text_atomic(cfg.dump(), out / "config.yaml")
