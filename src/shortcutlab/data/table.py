@@ -73,13 +73,12 @@ class ImageTable:
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """x as float in [0, 1], y, z (N, k) and group ids, ready for the runner."""
+        z = np.array(self.meta[self.attributes].to_numpy(dtype=np.int64)).reshape(len(self), -1)
         return {
-            "x": torch.from_numpy(self.images),
-            "y": torch.as_tensor(self.meta["y"].to_numpy(), dtype=torch.long),
-            "z": torch.as_tensor(
-                self.meta[self.attributes].to_numpy(dtype=np.int64).reshape(len(self), -1)
-            ),
-            "g": torch.as_tensor(self.group_ids(), dtype=torch.long),
+            "x": torch.from_numpy(np.ascontiguousarray(self.images)),
+            "y": torch.tensor(np.array(self.meta["y"].to_numpy(dtype=np.int64))),
+            "z": torch.tensor(z),
+            "g": torch.tensor(np.array(self.group_ids(), dtype=np.int64)),
         }
 
 
