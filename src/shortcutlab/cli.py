@@ -121,6 +121,44 @@ def _run_full(config_path, overrides, out: Path, quiet: bool) -> None:
         _run_one(cfg, out / name, quiet)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def generate(
+    ctx: typer.Context,
+    generator: str = typer.Argument(..., help="maskmedpaint | text2img | img2img"),
+    args: list[str] = typer.Argument(
+        None, help="CONFIG.yaml then key.sub=value overrides", show_default=False
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for metadata.csv, PNGs and model/"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Fit the diffusion model on the training split and write a generated set (CSV + PNGs)."""
+    from shortcutlab.experiment.config import load_config
+    from shortcutlab.experiment.generate import generate_dataset
+
+    items = list(args or []) + list(ctx.args)
+    paths = [i for i in items if "=" not in i]
+    if len(paths) != 1:
+        _fail("give one config file, then key=value overrides")
+    cfg = load_config(paths[0], None, [i for i in items if "=" in i])
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=console, disable=quiet) as progress:
+        tasks: dict[str, int] = {}
+
+        def update(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=total)
+            progress.update(tasks[label], completed=done)
+
+        table = generate_dataset(cfg, generator, out, update)
+    console.print(f"{len(table)} generated images: {out / 'metadata.csv'}")
+
+
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="a finished run folder")) -> None:
     """Rebuild report.html and summary.md of a finished run folder."""

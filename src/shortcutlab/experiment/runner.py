@@ -201,6 +201,8 @@ class Context:
 def _tensors(table: ImageTable) -> Tensors:
     t = table.tensors()
     t["idx"] = torch.arange(len(table))
+    if table.masks is not None:  # ROI masks, for methods that edit outside the ROI
+        t["mask"] = torch.from_numpy(table.masks)
     return t
 
 

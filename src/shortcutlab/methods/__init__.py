@@ -1,6 +1,16 @@
 """Methods, one file each, registered by name (``shortcutlab methods`` lists them)."""
 
-from shortcutlab.methods import erm, groupdro, rebalance  # noqa: F401 - register
+from shortcutlab.methods import (  # noqa: F401 - register
+    cutmix,
+    erm,
+    groupdro,
+    img2img,
+    maskmedpaint,
+    mixup,
+    oracle,
+    rebalance,
+    text2img,
+)
 from shortcutlab.methods.base import Hparam, Method, TaskInfo
 from shortcutlab.methods.registry import METHODS, get_method, register
 

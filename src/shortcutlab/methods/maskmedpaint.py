@@ -1,0 +1,181 @@
+"""MaskMedPaint (Jin, Gerych, Ghassemi, ML4H 2024) as a training method: real source + generated.
+
+Before training, a label-conditioned diffusion model is fitted to the training split (stage 1 on
+the labelled *source* rows, ``domain != target``; stage 2 on ``n_target`` unlabelled *target*
+rows, ``domain == target``), then every source image gets ``num_per_image`` copies whose
+background outside the ROI is inpainted under ``(y, target)``; the classifier trains on the
+training split plus these copies (ERM). The model and the set are cached (``cache`` or
+``$SHORTCUTLAB_CACHE/generated``) so seeds, methods and re-runs share them. The copies carry
+the target value of the domain attribute and the source's other attributes (our choice: the
+inpainting may also change other background attributes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from shortcutlab.data.table import group_ids
+from shortcutlab.errors import ShortcutlabError
+from shortcutlab.methods.base import Hparam
+from shortcutlab.methods.erm import ERM
+from shortcutlab.methods.registry import register
+
+GENERATIVE_HPARAMS: dict[str, Hparam] = {
+    "domain": Hparam(
+        "site", "attribute whose values are the domains (must be in dataset.attributes)"
+    ),
+    "target": Hparam(1, "value of the domain attribute that is the target domain"),
+    "n_target": Hparam(100, "unlabelled target images for stage 2"),
+    "num_per_image": Hparam(5, "generated copies per source image"),
+    "strength": Hparam([1.0], "inpainting strength(s), cycled over the copies"),
+    "guidance": Hparam([3.0], "classifier-free guidance scale(s), cycled over the copies"),
+    "sample_steps": Hparam(50, "DDIM steps"),
+    "resample": Hparam(1, "RePaint resampling per step (1 = none)"),
+    "autoencoder_steps": Hparam(300, "autoencoder training steps (latent model)"),
+    "stage1_steps": Hparam(2000, "diffusion steps on labelled source images"),
+    "stage2_steps": Hparam(500, "diffusion steps on unlabelled target images"),
+    "diffusion_batch_size": Hparam(32, "diffusion training and sampling batch size"),
+    "diffusion_lr": Hparam(1e-3, "diffusion AdamW learning rate"),
+    "latent": Hparam(True, "latent (16x16x4 for 64x64) or pixel-space diffusion"),
+    "pretrained": Hparam("", "local SD-format or saved model directory to fine-tune"),
+    "cache": Hparam("", "folder for the cached model and generated sets"),
+}
+
+
+def generation_params(hp: dict[str, Any], seed: int):
+    from shortcutlab.generative.maskmedpaint import DiffusionParams, GenerationParams
+
+    diffusion = DiffusionParams(
+        latent=bool(hp["latent"]),
+        autoencoder_steps=int(hp["autoencoder_steps"]),
+        stage1_steps=int(hp["stage1_steps"]),
+        stage2_steps=int(hp["stage2_steps"]),
+        n_target=int(hp["n_target"]),
+        batch_size=int(hp["diffusion_batch_size"]),
+        lr=float(hp["diffusion_lr"]),
+        pretrained=str(hp["pretrained"]),
+    )
+    strength = hp["strength"] if isinstance(hp["strength"], list) else [hp["strength"]]
+    guidance = hp["guidance"] if isinstance(hp["guidance"], list) else [hp["guidance"]]
+    generation = GenerationParams(
+        num_per_image=int(hp["num_per_image"]),
+        strength=[float(s) for s in strength],
+        guidance=[float(g) for g in guidance],
+        steps=int(hp["sample_steps"]),
+        resample=int(hp["resample"]),
+        batch_size=int(hp["diffusion_batch_size"]),
+        seed=seed,
+    )
+    return diffusion, generation
+
+
+def domain_column(info, hp: dict[str, Any]) -> int:
+    if hp["domain"] not in info.attributes:
+        raise ShortcutlabError(
+            f"the domain attribute '{hp['domain']}' is not among dataset.attributes "
+            f"({', '.join(info.attributes) or 'none'}); add it there"
+        )
+    return info.attributes.index(hp["domain"])
+
+
+def append_rows(train: dict[str, torch.Tensor], new: dict[str, torch.Tensor], info) -> None:
+    """Append rows to the runner's training tensors in place (the loop iterates that dict)."""
+    new = dict(new)
+    new["g"] = torch.as_tensor(
+        group_ids_from(new["y"], new["z"], info.num_classes, info.attribute_cardinalities)
+    )
+    new["idx"] = torch.arange(len(train["y"]), len(train["y"]) + len(new["y"]))
+    for key in list(train):
+        if key not in new:
+            raise ShortcutlabError(f"cannot append generated rows: no values for '{key}'")
+        train[key] = torch.cat([train[key], new[key].to(train[key].dtype)])
+
+
+def group_ids_from(y, z, num_classes, cards):
+    import pandas as pd
+
+    names = [f"a{i}" for i in range(z.shape[1])]
+    meta = pd.DataFrame(z.numpy(), columns=names).assign(y=y.numpy())
+    return group_ids(meta, names, num_classes, cards)
+
+
+@register
+class MaskMedPaint(ERM):
+    name = "maskmedpaint"
+    summary = "train on real + diffusion-inpainted images: target-domain background, exact ROI"
+    HPARAMS: ClassVar[dict[str, Hparam]] = GENERATIVE_HPARAMS
+    generator: ClassVar[str] = "maskmedpaint"
+
+    def on_train_start(self, context: Any) -> None:
+        from shortcutlab.data.sources import cache_dir
+
+        hp, info, train = self.hparams, self.info, context.train
+        j = domain_column(info, hp)
+        table = generate_for_training(
+            train,
+            info,
+            hp,
+            self.generator,
+            context.seed,
+            Path(hp["cache"] or cache_dir() / "generated"),
+        )
+        rows = torch.tensor(table.meta["source_row"].to_numpy())
+        z = train["z"][rows].clone()
+        z[:, j] = int(hp["target"])
+        new = {"x": torch.from_numpy(table.images), "y": train["y"][rows], "z": z}
+        if "mask" in train:
+            new["mask"] = train["mask"][rows]
+        append_rows(train, new, info)
+
+
+def generate_for_training(
+    train: dict[str, torch.Tensor],
+    info,
+    hp: dict[str, Any],
+    generator: str,
+    seed: int,
+    cache: Path,
+    progress=None,
+    out_dir: Path | None = None,
+    model_dir: Path | None = None,
+    source_names=None,
+):
+    """The generated set for these training tensors, from ``cache`` when it was made before.
+
+    The model key covers the images, labels, attributes and diffusion settings, so
+    maskmedpaint, text2img and img2img of one run share one trained diffusion model.
+    """
+    import pandas as pd
+
+    from shortcutlab.generative.maskmedpaint import build_generated_set, cache_key
+
+    domain_column(info, hp)
+    if generator == "maskmedpaint" and "mask" not in train:
+        raise ShortcutlabError("maskmedpaint needs ROI masks; the dataset has none")
+    diffusion, generation = generation_params(hp, seed)
+    meta = pd.DataFrame(train["z"].numpy(), columns=info.attributes).assign(y=train["y"].numpy())
+    if source_names is not None:  # provenance: the source image's path (or row) in the dataset
+        meta["path"] = list(source_names)
+    data_key = cache_key(train["x"], train["y"], train["z"], [hp["domain"], hp["target"]])
+    model_key = cache_key(data_key, asdict(diffusion), seed)
+    set_key = cache_key(model_key, generator, asdict(generation))
+    return build_generated_set(
+        train["x"],
+        meta,
+        train.get("mask"),
+        info.attributes,
+        hp["domain"],
+        int(hp["target"]),
+        generator,
+        diffusion,
+        generation,
+        out_dir or cache / f"{generator}-{set_key}",
+        model_dir or cache / f"model-{model_key}",
+        info.num_classes,
+        seed,
+        progress,
+    )

@@ -1,0 +1,36 @@
+"""Oracle from MaskMedPaint's comparison: ERM on the *labelled* target-domain rows of the
+training split only (domain attribute == target). Uses labels no other method may use; report
+it as an upper reference, not a competitor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from shortcutlab.errors import ShortcutlabError
+from shortcutlab.methods.base import Hparam
+from shortcutlab.methods.erm import ERM
+from shortcutlab.methods.maskmedpaint import domain_column
+from shortcutlab.methods.registry import register
+
+
+@register
+class Oracle(ERM):
+    name = "oracle"
+    summary = "ERM on the labelled target-domain training rows only (an upper reference)"
+    HPARAMS = {
+        "domain": Hparam("site", "attribute whose values are the domains"),
+        "target": Hparam(1, "value of the domain attribute that is the target domain"),
+    }
+
+    def on_train_start(self, context: Any) -> None:
+        train = context.train
+        keep = torch.nonzero(
+            train["z"][:, domain_column(self.info, self.hparams)] == int(self.hparams["target"])
+        ).flatten()
+        if len(torch.unique(train["y"][keep])) < 2:
+            raise ShortcutlabError("the oracle needs target-domain training rows of every class")
+        for key in list(train):  # in place: the runner's loop iterates this dict
+            train[key] = train[key][keep]
+        train["idx"] = torch.arange(len(keep))

@@ -1,0 +1,185 @@
+"""MaskMedPaint: the generated set keeps every ROI pixel, round-trips as CSV, is cached; the
+generate command and the generation/mixing methods run end to end."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import write_config, write_csv_dataset
+from PIL import Image
+
+import shortcutlab.generative.maskmedpaint as mmp
+from shortcutlab.cli import main
+from shortcutlab.errors import ShortcutlabError
+
+TINY = {
+    "autoencoder_steps": 2,
+    "stage1_steps": 4,
+    "stage2_steps": 2,
+    "n_target": 8,
+    "num_per_image": 1,
+    "sample_steps": 3,
+    "latent": False,
+    "diffusion_batch_size": 16,
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def toy_source(n: int = 24, size: int = 16):
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
+    masks = torch.zeros(n, size, size, dtype=torch.bool)
+    masks[:, 4:11, 5:12] = True
+    meta = pd.DataFrame({"y": np.arange(n) % 2, "site": (np.arange(n) // 2) % 2})
+    return images, masks, meta
+
+
+def tiny_params(**gen):
+    diffusion = mmp.DiffusionParams(
+        latent=False,
+        stage1_steps=3,
+        stage2_steps=2,
+        n_target=4,
+        batch_size=8,
+        unet_channels=(8, 16, 16),
+    )
+    return diffusion, mmp.GenerationParams(steps=3, **gen)
+
+
+def test_generated_set_keeps_roi_exact_round_trips_and_is_cached(tmp_path, monkeypatch):
+    images, masks, meta = toy_source()
+    diffusion, generation = tiny_params(num_per_image=2, strength=[1.0, 0.6], guidance=[2.0])
+    args = (images, meta, masks, ["site"], "site", 1, "maskmedpaint", diffusion, generation)
+    table = mmp.build_generated_set(*args, tmp_path / "set", tmp_path / "model", 2, seed=0)
+    source_rows = np.flatnonzero(meta["site"].to_numpy() != 1)
+    assert len(table) == 2 * len(source_rows)
+    for col in ("path", "y", "site", "mask", "source_image", "seed", "strength", "guidance"):
+        assert col in table.meta.columns
+    assert (table.meta["site"] == 1).all()
+    assert sorted(set(table.meta["strength"])) == [0.6, 1.0]
+    assert table.meta["seed"].is_unique
+    rows = table.meta["source_row"].to_numpy().copy()
+    assert (table.meta["y"].to_numpy() == meta["y"].to_numpy()[rows]).all()
+    gen = torch.from_numpy(table.images)
+    for i, r in enumerate(rows):  # ROI pixel-exact in the PNGs read back, for every image
+        roi = masks[r].expand_as(images[r])
+        assert (gen[i][roi].int() - images[r][roi].int()).abs().max() == 0
+        assert not torch.equal(gen[i][~roi], images[r][~roi])
+    assert (table.masks == masks[rows].numpy()).all()
+
+    def refit(*_a, **_k):
+        raise AssertionError("the cached set should have been reused")
+
+    monkeypatch.setattr(mmp, "fit_generator", refit)
+    again = mmp.build_generated_set(*args, tmp_path / "set", tmp_path / "model", 2, seed=0)
+    assert np.array_equal(again.images, table.images)
+    # A new generation setting reuses the saved model (no refit) and writes a new set.
+    other = mmp.build_generated_set(
+        images,
+        meta,
+        masks,
+        ["site"],
+        "site",
+        1,
+        "img2img",
+        diffusion,
+        generation,
+        tmp_path / "img2img",
+        tmp_path / "model",
+        2,
+        seed=0,
+    )
+    assert (other.meta["strength"] == 0.5).all() and (other.meta["generator"] == "img2img").all()
+
+
+def test_text2img_samples_whole_images(tmp_path):
+    images, masks, meta = toy_source()
+    diffusion, generation = tiny_params()
+    table = mmp.build_generated_set(
+        images,
+        meta,
+        masks,
+        ["site"],
+        "site",
+        1,
+        "text2img",
+        diffusion,
+        generation,
+        tmp_path / "set",
+        tmp_path / "model",
+        2,
+    )
+    rows = table.meta["source_row"].to_numpy().copy()
+    roi = torch.from_numpy(table.masks)[:, None].expand(-1, 3, -1, -1)
+    assert not torch.equal(torch.from_numpy(table.images)[roi], images[rows][roi])
+
+
+def test_domain_split_needs_both_domains():
+    with pytest.raises(ShortcutlabError, match="target rows"):
+        mmp.split_domains(np.zeros(10, int), 1, 5, 0)
+
+
+def run_cli(args, capsys):
+    old = sys.argv
+    sys.argv = ["shortcutlab", *map(str, args)]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = old
+    return code, *capsys.readouterr()
+
+
+def test_generate_command_writes_a_loadable_dataset(tmp_path, capsys):
+    root = write_csv_dataset(tmp_path / "data", n=120)
+    cfg = write_config(tmp_path / "cfg.yaml", root, hparams={"maskmedpaint": TINY})
+    out = tmp_path / "gen"
+    code, _, err = run_cli(["generate", "maskmedpaint", cfg, "--out", out, "--quiet"], capsys)
+    assert code == 0, err
+    table = mmp.load_generated(out, ["site"])
+    assert len(table) > 0 and (out / "model" / "unet").is_dir()
+    for i in range(len(table)):  # the ROI equals the source PNG's
+        src = np.asarray(Image.open(root / table.meta["source_image"][i]))
+        roi = table.masks[i]
+        assert np.array_equal(table.images[i, 0][roi], src[roi])
+    code, _, err = run_cli(["generate", "diffusion", cfg, "--out", out, "--quiet"], capsys)
+    assert code == 2 and "unknown generator" in err
+
+
+def test_run_with_generative_and_mixing_methods(tmp_path, capsys):
+    root = write_csv_dataset(tmp_path / "data", n=120)
+    tiny = {**TINY, "cache": str(tmp_path / "cache")}
+    cfg = write_config(
+        tmp_path / "cfg.yaml",
+        root,
+        methods=["maskmedpaint", "img2img", "cutmix", "mixup", "oracle"],
+        hparams={"maskmedpaint": tiny, "img2img": tiny},
+        train={"epochs": 1, "batch_size": 32, "feature_dim": 16},
+    )
+    code, _, err = run_cli(["run", cfg, "--out", tmp_path / "out", "--quiet"], capsys)
+    assert code == 0, err
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert set(results["method"]) == {"maskmedpaint", "img2img", "cutmix", "mixup", "oracle"}
+    assert len(list((tmp_path / "cache").glob("model-*"))) == 1  # one model, two generated sets
+    assert len(list((tmp_path / "cache").glob("*-*/metadata.csv"))) == 2
+    bad = write_config(
+        tmp_path / "bad.yaml",
+        root,
+        methods=["maskmedpaint"],
+        hparams={"maskmedpaint": {**tiny, "domain": "scanner"}},
+    )
+    code, _, err = run_cli(["run", bad, "--out", tmp_path / "bad", "--quiet"], capsys)
+    assert code == 2 and "domain attribute 'scanner'" in err
