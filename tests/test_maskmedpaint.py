@@ -3,6 +3,7 @@ generate command and the generation/mixing methods run end to end."""
 
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -175,6 +176,10 @@ def test_run_with_generative_and_mixing_methods(tmp_path, capsys):
     assert set(results["method"]) == {"maskmedpaint", "img2img", "cutmix", "mixup", "oracle"}
     assert len(list((tmp_path / "cache").glob("model-*"))) == 1  # one model, two generated sets
     assert len(list((tmp_path / "cache").glob("*-*/metadata.csv"))) == 2
+    report = json.loads(
+        (tmp_path / "out" / "maskmedpaint" / "seed_0" / "generated.json").read_text()
+    )
+    assert report["n_generated"] > 0 and 0 <= report["target_rate"] <= 1
     bad = write_config(
         tmp_path / "bad.yaml",
         root,
@@ -183,3 +188,26 @@ def test_run_with_generative_and_mixing_methods(tmp_path, capsys):
     )
     code, _, err = run_cli(["run", bad, "--out", tmp_path / "bad", "--quiet"], capsys)
     assert code == 2 and "domain attribute 'scanner'" in err
+
+
+def test_domain_classifier_scores_backgrounds_not_the_roi():
+    from shortcutlab.generative.domain_check import domain_target_rate
+
+    g = torch.Generator().manual_seed(0)
+    n, size = 96, 16
+    domain = torch.arange(n) % 2
+    real = (
+        40
+        + 120 * domain[:, None, None, None]
+        + torch.randint(0, 30, (n, 3, size, size), generator=g)
+    )
+    masks = torch.zeros(n, size, size, dtype=torch.bool)
+    masks[:, 4:12, 4:12] = True
+    real = real.to(torch.uint8)
+    # Generated: target-bright background but a dark (source-like) ROI; the ROI must not matter.
+    fake = torch.full((20, 3, size, size), 175, dtype=torch.uint8)
+    fake[:, :, 4:12, 4:12] = 40
+    score = domain_target_rate(real, domain, masks, fake, masks[:20], target=1, epochs=40)
+    assert score["real_accuracy"] > 0.9 and score["target_rate"] > 0.8
+    dark = torch.full((20, 3, size, size), 50, dtype=torch.uint8)
+    assert domain_target_rate(real, domain, masks, dark, masks[:20], epochs=40)["target_rate"] < 0.2

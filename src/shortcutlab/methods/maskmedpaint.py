@@ -43,6 +43,7 @@ GENERATIVE_HPARAMS: dict[str, Hparam] = {
     "latent": Hparam(True, "latent (16x16x4 for 64x64) or pixel-space diffusion"),
     "pretrained": Hparam("", "local SD-format or saved model directory to fine-tune"),
     "cache": Hparam("", "folder for the cached model and generated sets"),
+    "domain_check": Hparam(True, "score generated backgrounds with a domain classifier"),
 }
 
 
@@ -129,7 +130,27 @@ class MaskMedPaint(ERM):
         new = {"x": torch.from_numpy(table.images), "y": train["y"][rows], "z": z}
         if "mask" in train:
             new["mask"] = train["mask"][rows]
+        if hp["domain_check"]:
+            self._check_domain(train, new, j, context)
         append_rows(train, new, info)
+
+    def _check_domain(self, train, new, j: int, context: Any) -> None:
+        """Write ``generated.json``: how many images, and how target-like their backgrounds are."""
+        import json
+
+        from shortcutlab.generative.domain_check import domain_target_rate
+
+        score = domain_target_rate(
+            train["x"],
+            train["z"][:, j],
+            train.get("mask"),
+            new["x"],
+            new.get("mask"),
+            int(self.hparams["target"]),
+            seed=context.seed,
+        )
+        report = {"generator": self.generator, "n_generated": len(new["y"]), **score}
+        (context.run_dir / "generated.json").write_text(json.dumps(report, indent=1))
 
 
 def generate_for_training(
