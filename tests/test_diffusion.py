@@ -220,3 +220,19 @@ def test_user_mistakes_raise_clear_errors(latent_model):
         inpaint(model, images[:2], box_roi(2, 16), None, steps=1, strength=0.0)
     with pytest.raises(ShortcutlabError, match="uint8"):
         model.encode(images.float())
+
+
+def test_cross_attention_recorder_gives_per_token_maps_and_leaves_output_unchanged(latent_model):
+    from shortcutlab.generative.attention import CrossAttentionRecorder
+
+    model, images, y = latent_model
+    z = model.encode(images[:3])
+    ids = model.condition_ids({"y": y[:3], "domain": 1}, 3)
+    plain = model.model_output(z, 500, ids)
+    with CrossAttentionRecorder(model.unet) as rec:
+        recorded = model.model_output(z, 500, ids)
+    assert torch.allclose(plain, recorded, atol=1e-5)
+    maps = rec.token_maps(16)
+    assert maps.shape == (3, 2, 16, 16)  # one map per condition field: y, domain
+    assert torch.allclose(maps.sum(1), torch.ones(3, 16, 16), atol=1e-4)
+    assert torch.equal(model.model_output(z, 500, ids), plain)  # processors restored

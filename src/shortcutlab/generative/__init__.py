@@ -4,6 +4,7 @@ Used by MaskMedPaint (inpainting), Latent Drifting (sampling/inversion with a sh
 diffusion cross-attention grounding (one token per condition field).
 """
 
+from shortcutlab.generative.attention import CrossAttentionRecorder
 from shortcutlab.generative.conditioning import LabelConditioner
 from shortcutlab.generative.model import ConditionalDiffusion
 from shortcutlab.generative.sampling import inpaint, invert, latent_known_mask, sample
@@ -11,6 +12,7 @@ from shortcutlab.generative.training import denoising_loss, train_autoencoder, t
 
 __all__ = [
     "ConditionalDiffusion",
+    "CrossAttentionRecorder",
     "LabelConditioner",
     "denoising_loss",
     "inpaint",
