@@ -67,3 +67,10 @@ def test_same_seed_same_result(tmp_path):
     a = runner.train_one(table, cfg, cfg.methods[0], 5, tmp_path / "a")
     b = runner.train_one(table, cfg, cfg.methods[0], 5, tmp_path / "b")
     np.testing.assert_allclose(a["value"].to_numpy(), b["value"].to_numpy())
+
+
+def test_bf16_autocast_trains(tmp_path):
+    cfg = _cfg(epochs=1, bf16=True)
+    table = runner.load_dataset(cfg.dataset)
+    res = runner.train_one(table, cfg, cfg.methods[0], 0, tmp_path / "r")
+    assert np.isfinite(res["value"].dropna()).all()
