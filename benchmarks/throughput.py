@@ -55,8 +55,12 @@ def bare_loop(table, epochs: int, batch_size: int, lr: float, seed: int) -> floa
 def runner_loop(table, epochs: int, batch_size: int, lr: float, seed: int) -> tuple[float, float]:
     """(training images/s, images/s including the per-epoch val evaluation) of the runner."""
     cfg = ExperimentConfig.model_validate(
-        {"methods": ["erm"], "seeds": [seed], "bootstrap": 0,
-         "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr}}
+        {
+            "methods": ["erm"],
+            "seeds": [seed],
+            "bootstrap": 0,
+            "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr},
+        }
     )
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "erm"
@@ -89,8 +93,10 @@ def main() -> None:
         a, b = runner_loop(table, args.epochs, args.batch_size, 1e-3, r)
         run.append(a)
         run_total.append(b)
-        print(f"repeat {r}: bare {bare[-1]:.0f} img/s, runner {a:.0f} img/s "
-              f"({b:.0f} img/s with per-epoch val evaluation)")
+        print(
+            f"repeat {r}: bare {bare[-1]:.0f} img/s, runner {a:.0f} img/s "
+            f"({b:.0f} img/s with per-epoch val evaluation)"
+        )
     ratios = [a / b for a, b in zip(run, bare)]
     print(f"median bare loop      : {statistics.median(bare):.0f} img/s")
     print(f"median runner (train) : {statistics.median(run):.0f} img/s")
@@ -98,7 +104,9 @@ def main() -> None:
     print(f"median ratio runner/bare (train): {statistics.median(ratios):.3f}")
     for name in SYNTHETIC:
         rates = [generation_rate(name) for _ in range(3)]
-        print(f"generation {name}: median {statistics.median(rates):.0f} images/s (2,000 images, 64x64)")
+        print(
+            f"generation {name}: median {statistics.median(rates):.0f} images/s (2,000 images, 64x64)"
+        )
 
 
 if __name__ == "__main__":
