@@ -122,6 +122,11 @@ def test_teacher_checkpoint_loads_tolerantly(tmp_path):
     assert torch.allclose(teacher(x), model(x))
     torch.save(model.state_dict(), tmp_path / "bare.pt")  # bare state dict, default backbone
     assert torch.allclose(load_teacher(tmp_path / "bare.pt", info, "small-cnn").eval()(x), model(x))
+    runner_format = {"model_state": model.state_dict(), "train": {"backbone": "small-cnn"}}
+    torch.save(runner_format, tmp_path / "runner.pt")
+    assert torch.allclose(
+        load_teacher(tmp_path / "runner.pt", info, "resnet18").eval()(x), model(x)
+    )
     with pytest.raises(ShortcutlabError):
         load_teacher(tmp_path / "missing.pt", info, "small-cnn")
     with pytest.raises(ShortcutlabError):  # wrong backbone for these weights

@@ -55,11 +55,11 @@ def _find_key(tree: Any, key: str) -> Any:
 
 
 def load_teacher(path: str | Path, info: TaskInfo, default_backbone: str) -> EncoderHeadModel:
-    """Rebuild a frozen teacher from a checkpoint (keys ``model_state`` and ``config``).
+    """Rebuild a teacher from a runner checkpoint (``model_state`` and ``train``/``config``).
 
     Tolerant of the layout: a bare state dict is accepted, keys may carry a ``model.`` prefix
     (a method's state dict), extra entries (GroupDRO's ``q``) are ignored, the backbone is read
-    from anywhere in ``config`` (else ``default_backbone``) and the feature size from the head.
+    from anywhere outside the weights (else ``default_backbone``) and the feature size from the head.
     """
     path = Path(path)
     if not path.is_file():
@@ -71,7 +71,8 @@ def load_teacher(path: str | Path, info: TaskInfo, default_backbone: str) -> Enc
     state = ckpt.get("model_state", ckpt) if isinstance(ckpt, Mapping) else None
     if not isinstance(state, Mapping):
         raise ShortcutlabError(f"teacher checkpoint '{path}' holds no model state.")
-    config = ckpt.get("config", {}) if isinstance(ckpt, Mapping) else {}
+    # everything but the weights: the runner's ``train`` section, a ``config``, ...
+    config = {k: v for k, v in ckpt.items() if k not in ("model_state", "method_state")}
     state = {(k[6:] if k.startswith("model.") else k): v for k, v in state.items()}
     state = {k: v for k, v in state.items() if k.startswith(("encoder.", "head."))}
     if "head.weight" not in state:
