@@ -15,8 +15,9 @@ from shortcutlab.methods import get_method
 from shortcutlab.methods.base import TaskInfo
 from shortcutlab.methods.groupdistil import GroupDistil, group_weighted_loss
 from shortcutlab.methods.groupdro import GroupDRO
-from shortcutlab.methods.kd import KD, distillation_loss, load_teacher
+from shortcutlab.methods.kd import KD, distillation_loss
 from shortcutlab.models import EncoderHeadModel, build_model
+from shortcutlab.models.checkpoint import load_trained_model as load_teacher
 
 INFO = TaskInfo(num_classes=2, attributes=["a"], attribute_cardinalities=[2], in_channels=1)
 

@@ -11,8 +11,6 @@ distillation, one teacher pass instead of one per epoch); otherwise the teacher 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +21,7 @@ from shortcutlab.methods.base import Hparam, Method, TaskInfo
 from shortcutlab.methods.erm import ERM
 from shortcutlab.methods.registry import register
 from shortcutlab.models import EncoderHeadModel, build_model
+from shortcutlab.models.checkpoint import load_trained_model
 
 
 def distillation_loss(
@@ -35,64 +34,6 @@ def distillation_loss(
     log_ps = F.log_softmax(student / tau, dim=1)
     kl = (log_pt.exp() * (log_pt - log_ps)).sum(dim=1)
     return (1.0 - alpha) * ce + alpha * tau**2 * kl
-
-
-def _find_key(tree: Any, key: str) -> Any:
-    """First value stored under ``key`` anywhere in nested dicts/objects (tolerant config read)."""
-    if isinstance(tree, Mapping):
-        if key in tree:
-            return tree[key]
-        children = list(tree.values())
-    elif hasattr(tree, "__dict__"):
-        return _find_key(vars(tree), key)
-    else:
-        return None
-    for child in children:
-        found = _find_key(child, key)
-        if found is not None:
-            return found
-    return None
-
-
-def load_teacher(path: str | Path, info: TaskInfo, default_backbone: str) -> EncoderHeadModel:
-    """Rebuild a teacher from a runner checkpoint (``model_state`` and ``train``/``config``).
-
-    Tolerant of the layout: a bare state dict is accepted, keys may carry a ``model.`` prefix
-    (a method's state dict), extra entries (GroupDRO's ``q``) are ignored, the backbone is read
-    from anywhere outside the weights (else ``default_backbone``) and the feature size from the head.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ShortcutlabError(f"teacher checkpoint '{path}' does not exist.")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # configs saved as objects need the full unpickler
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    state = ckpt.get("model_state", ckpt) if isinstance(ckpt, Mapping) else None
-    if not isinstance(state, Mapping):
-        raise ShortcutlabError(f"teacher checkpoint '{path}' holds no model state.")
-    # everything but the weights: the runner's ``train`` section, a ``config``, ...
-    config = {k: v for k, v in ckpt.items() if k not in ("model_state", "method_state")}
-    state = {(k[6:] if k.startswith("model.") else k): v for k, v in state.items()}
-    state = {k: v for k, v in state.items() if k.startswith(("encoder.", "head."))}
-    if "head.weight" not in state:
-        raise ShortcutlabError(f"teacher checkpoint '{path}' has no linear head ('head.weight').")
-    backbone = _find_key(config, "backbone") or default_backbone
-    num_classes, feature_dim = state["head.weight"].shape
-    if num_classes != info.num_classes:
-        raise ShortcutlabError(
-            f"teacher checkpoint '{path}' predicts {num_classes} classes, the task has {info.num_classes}."
-        )
-    teacher = build_model(
-        str(backbone), info.in_channels, num_classes, info.image_size, feature_dim
-    )
-    try:
-        teacher.load_state_dict(state)
-    except RuntimeError as err:
-        raise ShortcutlabError(
-            f"teacher checkpoint '{path}' does not fit backbone '{backbone}': {str(err).splitlines()[0]}"
-        ) from None
-    return teacher
 
 
 @register
@@ -129,7 +70,7 @@ class KD(Method):
         path = self.hparams.get("teacher_checkpoint")
         if path:
             helper = ERM(
-                load_teacher(path, self.info, self.hparams["teacher_backbone"]), self.info, hp
+                load_trained_model(path, self.info, self.hparams["teacher_backbone"]), self.info, hp
             )
             helper.to(context.device)
         else:
