@@ -1,6 +1,15 @@
 """Methods, one file each, registered by name (``shortcutlab methods`` lists them)."""
 
-from shortcutlab.methods import dfr, erm, groupdistil, groupdro, jtt, kd, rebalance  # noqa: F401
+from shortcutlab.methods import (  # noqa: F401 - register
+    dfr,
+    erm,
+    groupdistil,
+    groupdro,
+    jtt,
+    kd,
+    rebalance,
+    swift,
+)
 from shortcutlab.methods.base import Hparam, Method, TaskInfo
 from shortcutlab.methods.registry import METHODS, get_method, register
 

@@ -23,9 +23,12 @@ missing from a batch contributes zero.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +37,9 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from shortcutlab.errors import ShortcutlabError
+from shortcutlab.methods.base import Hparam, TaskInfo
+from shortcutlab.methods.erm import ERM
+from shortcutlab.methods.registry import register
 from shortcutlab.models import EncoderHeadModel
 
 FAIRNESS_GAPS = ("eodds", "eopp", "spd")
@@ -455,3 +461,77 @@ def _binary_scores(model: EncoderHeadModel, x: torch.Tensor, batch_size: int, de
 
 def _mean_logs(logs: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([d[k] for d in logs])) for k in logs[0]} if logs else {}
+
+
+# -- the ``swift`` method of ``shortcutlab run`` ----------------------------------------------------
+def swift_config_from_hparams(hparams: dict[str, Any], seed: int = 0) -> SwiftConfig:
+    """``SwiftConfig`` from a method's hyperparameters (keys named as the config's fields)."""
+    fields = {f for f in SwiftConfig.__dataclass_fields__ if f != "seed"}
+    return SwiftConfig(**{k: hparams[k] for k in fields if k in hparams}, seed=seed)
+
+
+def attribute_index(info: TaskInfo, attribute: str | None) -> int:
+    """Column of ``z`` holding ``attribute`` (None: the first attribute)."""
+    if not info.attributes:
+        raise ShortcutlabError("SWiFT needs a sensitive attribute, but the dataset has none.")
+    if attribute is None:
+        return 0
+    if attribute not in info.attributes:
+        raise ShortcutlabError(
+            f"SWiFT attribute '{attribute}' is not one of: {', '.join(info.attributes)}."
+        )
+    return info.attributes.index(attribute)
+
+
+@register
+class Swift(ERM):
+    """ERM training, then SWiFT on ``context.holdout`` (the 10% external set) in ``on_train_end``.
+
+    The holdout is carved from the training split before training, so it is external to the
+    model; SWiFT's compute is added to the run's ``samples_seen`` and written to ``swift.json``.
+    """
+
+    name = "swift"
+    summary = "ERM, then SWiFT soft-mask fine-tuning on a small external set (post hoc)"
+    holdout_fraction = 0.1
+    HPARAMS = {
+        "attribute": Hparam(None, "sensitive attribute (None: the first one)"),
+        "beta": Hparam(0.1, "loss mix: step 1 beta L_pred + (1-beta) L_bias, step 2 reversed"),
+        "mask": Hparam("soft", "soft: tanh(R) (SWiFT); hard: 1[R > mean R] (BMFT)"),
+        "fairness": Hparam("eodds", "differentiable gap: eodds, eopp or spd"),
+        "step1_epochs": Hparam(10, "epochs of step 1 (feature extractor)"),
+        "step2_epochs": Hparam(10, "epochs of step 2 (head)"),
+        "step1_lr": Hparam(1e-4, "SGD learning rate of step 1"),
+        "step2_lr": Hparam(1e-3, "SGD learning rate of step 2"),
+        "momentum": Hparam(0.9, "SGD momentum of both steps"),
+        "batch_size": Hparam(64, "SWiFT batch size"),
+    }
+
+    def __init__(self, model, info, hparams):
+        super().__init__(model, info, hparams)
+        attribute_index(info, hparams.get("attribute"))  # fail before training
+        swift_config_from_hparams(hparams)
+        self.swift_result: SwiftResult | None = None
+
+    def on_train_end(self, context: Any) -> None:
+        holdout = getattr(context, "holdout", None)
+        if holdout is None or len(holdout["y"]) == 0:
+            raise ShortcutlabError("swift needs an external set; the runner carves it from train.")
+        j = attribute_index(self.info, self.hparams.get("attribute"))
+        cfg = swift_config_from_hparams(self.hparams, seed=int(context.seed))
+        result = swift_debias(
+            self.model, holdout["x"], holdout["y"], holdout["z"][:, j], cfg, context.device
+        )
+        self.swift_result = result
+        if hasattr(context, "samples_seen"):
+            context.samples_seen += result.compute.samples_processed
+        run_dir = getattr(context, "run_dir", None)
+        if run_dir is not None:
+            record = {
+                "attribute": self.info.attributes[j],
+                "external_rows": len(holdout["y"]),
+                "balanced_rows": len(result.kept_rows),
+                "compute": result.compute.as_dict(),
+                "history": result.history,
+            }
+            (Path(run_dir) / "swift.json").write_text(json.dumps(record, indent=1))
