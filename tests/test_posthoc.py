@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 from conftest import write_config, write_csv_dataset
 from test_cli import run_cli
 
 from shortcutlab.experiment.results import RESULT_COLUMNS
 
 
+@pytest.mark.slow
 def test_swift_in_run_then_debias_and_audit_a_checkpoint(tmp_path, capsys):
     root = write_csv_dataset(tmp_path / "data", n=480, correlation=0.8)
     hp = {"swift": {"attribute": "site", "step1_epochs": 2, "step2_epochs": 2, "batch_size": 16}}
@@ -58,6 +60,7 @@ def test_swift_in_run_then_debias_and_audit_a_checkpoint(tmp_path, capsys):
     assert "group_accuracy[y=1,site=0]" in set(res["metric"])
 
 
+@pytest.mark.slow
 def test_debias_mistakes_give_one_sentence(tmp_path, capsys):
     root = write_csv_dataset(tmp_path / "data", n=240)
     cfg = write_config(tmp_path / "cfg.yaml", root)
