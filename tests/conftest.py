@@ -81,3 +81,18 @@ def write_config(path: Path, root: Path, **extra) -> Path:
         cfg[key] = value
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Generated datasets are cached in a temporary folder, never in the user's home."""
+    import os
+
+    path = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("SHORTCUTLAB_CACHE")
+    os.environ["SHORTCUTLAB_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("SHORTCUTLAB_CACHE", None)
+    else:
+        os.environ["SHORTCUTLAB_CACHE"] = old

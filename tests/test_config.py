@@ -53,3 +53,15 @@ def test_bad_override_and_missing_file(tmp_path):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(ShortcutlabError, match="unknown preset"):
         load_config(None, "huge")
+
+
+def test_full_preset_covers_every_embedded_dataset():
+    from shortcutlab.data.synthetic import SYNTHETIC
+    from shortcutlab.experiment.presets import FULL_DATASETS
+
+    assert set(FULL_DATASETS) == set(SYNTHETIC)
+    for name, overrides in FULL_DATASETS.items():
+        cfg = load_config(None, "full", overrides)
+        assert cfg.dataset.name == name
+        assert cfg.seeds == [0, 1, 2]
+        assert set(cfg.dataset.attributes) <= set(SYNTHETIC[name].attributes)
