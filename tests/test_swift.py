@@ -244,3 +244,23 @@ def test_swift_narrows_the_equalized_odds_gap_of_a_biased_model():
     n = len(result.kept_rows)
     assert result.compute.samples_processed == (2 + cfg.step1_epochs + 1) * n
     assert result.compute.wall_seconds > 0
+
+
+def test_multivalued_attribute_runs_on_the_two_extreme_groups():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    x, y, _ = make_toy(600, 0.5, rng)
+    a = torch.as_tensor(rng.integers(0, 3, 600))
+    x[a == 2, 0] = 0.0  # group 2: no label signal, the worst AUROC
+    model = EncoderHeadModel(nn.Sequential(nn.Linear(8, 16), nn.ReLU()), nn.Linear(16, 2), 16)
+    with torch.no_grad():
+        model.encoder[0].weight.zero_()
+        model.encoder[0].weight[0, 0] = 1.0
+        model.encoder[0].bias.zero_()
+        model.head.weight.zero_()
+        model.head.weight[1, 0] = 1.0
+    cfg = SwiftConfig(step1_epochs=1, step2_epochs=1)
+    result = swift_debias(model, x, y, a, config=cfg)
+    kept = a[torch.as_tensor(result.kept_rows)]
+    assert set(kept.tolist()) == {0, 2} or set(kept.tolist()) == {1, 2}
+    assert (kept == 2).sum() * 2 == len(kept)
