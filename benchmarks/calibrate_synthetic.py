@@ -34,7 +34,7 @@ def correlated_factors(name: str, attr: str, n: int, p_same: float, seed: int) -
 
 def tensors(name, factors, seed, strengths):
     images, _ = render_synthetic(name, factors, seed, 64, strengths)
-    return torch.from_numpy(images).float() / 255, torch.as_tensor(factors["y"].to_numpy())
+    return torch.from_numpy(images).float() / 255, torch.as_tensor(factors["y"].to_numpy().copy())
 
 
 def train(name, x, y, groups, epochs, balanced, seed, evals):
@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--strength", action="append", default=[], help="factor=value, repeatable")
     ap.add_argument("--uncorrelated", action="store_true", help="also train with no correlation")
-    ap.add_argument("--skip-balanced", action="store_true")
+    ap.add_argument("--methods", default="erm,balanced", help="comma-separated: erm, balanced")
     args = ap.parse_args()
     torch.set_num_threads(1)
     strengths = {k: float(v) for k, v in (s.split("=") for s in args.strength)}
@@ -87,8 +87,8 @@ def main() -> None:
         split: tensors(name, correlated_factors(name, attr, 1000, p, 100 + k), 100 + k, strengths)
         for k, (split, p) in enumerate((("val", args.corr), ("inv", 1 - args.corr)))
     }
-    methods = [("erm", False)] + ([] if args.skip_balanced else [("balanced", True)])
-    for label, balanced in methods:
+    for label in args.methods.split(","):
+        balanced = label == "balanced"
         t = time.perf_counter()
         acc = train(name, x, y, g, args.epochs, balanced, args.seed, evals)
         print(
