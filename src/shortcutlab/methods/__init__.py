@@ -2,13 +2,18 @@
 
 from shortcutlab.methods import (  # noqa: F401 - register
     cutmix,
+    dfr,
     erm,
+    groupdistil,
     groupdro,
     img2img,
+    jtt,
+    kd,
     maskmedpaint,
     mixup,
     oracle,
     rebalance,
+    swift,
     text2img,
 )
 from shortcutlab.methods.base import Hparam, Method, TaskInfo

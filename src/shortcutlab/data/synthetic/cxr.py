@@ -35,6 +35,10 @@ from shortcutlab.data.synthetic._common import (
     to_uint8,
 )
 
+# Calibrated (benchmarks/calibrate_synthetic.py): the effusion is learnable without correlation
+# but slower than every attribute, so ERM on correlated data takes the shortcut.
+_EFFUSION = 0.5
+
 ATTRIBUTES = {
     "sex": "body habitus: 1 = wider, squarer body outline and brighter soft tissue (outside lungs)",
     "age": "1 = old: dimmer bones (osteopenia) and coarser soft-tissue texture",
@@ -55,7 +59,7 @@ def render_cxr(
     side = rng.integers(0, 3, n)  # effusion in 0: right lung, 1: left lung, 2: both
     depth = col(rng.uniform(0.16, 0.4, n))  # fraction of the lung height filled
     curv = col(rng.uniform(0.15, 0.4, n))  # meniscus rise at the lateral wall
-    amp = col(rng.uniform(0.6, 1.0, n))
+    amp = col(rng.uniform(0.36, 0.6, n))
     mdx, mdy = col(rng.uniform(0, 0.06, n)), col(rng.uniform(0, 0.06, n))
     tissue_tex = smooth_field(rng, n, size, 8)
     lung_tex = smooth_field(rng, n, size, 12)
@@ -64,7 +68,7 @@ def render_cxr(
     sex = centred(s["sex"], f["sex"])
     age = centred(s["age"], f["age"])
     site = present(s["site"], f["site"])
-    eff = present(s["y"], f["y"])
+    eff = present(_EFFUSION * s["y"], f["y"])
 
     xc, yc = (x - cx) / scale, (y - cy) / scale  # (N,1,W), (N,H,1)
 
@@ -106,12 +110,14 @@ def render_cxr(
     ribs = np.clip((np.cos(2 * np.pi * t) - 0.3) * 1.5, 0, 1) * (yc < 0.6)
     img = img + 0.7 * bone * ribs * body * (1 - heart)
 
-    # Site marker: an "L"-shaped burned-in tag near the top-left corner.
-    x0, y0 = -0.9 + mdx, -0.9 + mdy
-    mark = np.maximum(
-        interval(x, x0, x0 + 0.07, size) * interval(y, y0, y0 + 0.22, size),
-        interval(x, x0, x0 + 0.16, size) * interval(y, y0 + 0.15, y0 + 0.22, size),
+    # Site marker: a bright burned-in tag with a dark "L" in the top-left corner.
+    x0, y0 = -0.94 + mdx, -0.94 + mdy
+    tag = interval(x, x0, x0 + 0.3, size) * interval(y, y0, y0 + 0.36, size)
+    letter = np.maximum(
+        interval(x, x0 + 0.08, x0 + 0.14, size) * interval(y, y0 + 0.06, y0 + 0.3, size),
+        interval(x, x0 + 0.08, x0 + 0.24, size) * interval(y, y0 + 0.24, y0 + 0.3, size),
     )
-    img = img + (0.95 - img) * np.minimum(site * 0.9, 1) * mark
-    img = img + (0.015 + 0.035 * site) * noise
+    img = img + (0.95 - img) * np.minimum(site * 0.9, 1) * tag
+    img = img + (0.2 - img) * np.minimum(site * 0.9, 1) * letter
+    img = img + (0.015 + 0.045 * site) * noise
     return to_uint8(img)[:, None], roi

@@ -5,7 +5,7 @@ A pigmented lesion on skin, after the ABC rule of dermoscopy:
 - ``y`` (malignant): Asymmetry and an irregular Border (extra low- and high-order harmonics of
   the lesion's radius) and Colour variegation (dark brown-black and blue-grey patches). Benign
   lesions are round to oval, regular and uniformly brown. All of it lies inside the lesion.
-- ``ruler``: a white ruler strip with dark tick marks along one image edge; rulers appear in many
+- ``ruler``: a dark ruler strip with light tick marks along one image edge; rulers appear in many
   ISIC images and are a documented shortcut for malignancy (Bissoto et al.; Winkler et al. 2019).
 - ``ink``: purple surgical skin-marker strokes around the lesion, outside it (Winkler et al. 2019
   showed they raise a commercial CNN's melanoma score).
@@ -40,13 +40,16 @@ ATTRIBUTES = {
     "site": "1 = cool colour cast and dark vignette corners (clinic / camera domain)",
 }
 
+# Calibrated (benchmarks/calibrate_synthetic.py): malignancy is learnable without correlation but
+# slower than every attribute, so ERM on correlated data takes the shortcut.
+_MALIGNANT = 0.36
 _BINS = 256  # angular resolution of the lesion's radius profile
 _LIGHT = np.array([0.90, 0.72, 0.62], F32)
 _DARK = np.array([0.48, 0.32, 0.24], F32)
 _BLACK = np.array([0.12, 0.07, 0.06], F32)
 _BLUE_GREY = np.array([0.38, 0.42, 0.52], F32)
 _INK = np.array([0.45, 0.18, 0.62], F32)
-_RULER = np.array([0.93, 0.93, 0.9], F32)
+_RULER = np.array([0.22, 0.22, 0.24], F32)
 
 
 def _ch(v: np.ndarray) -> np.ndarray:
@@ -83,7 +86,7 @@ def render_derm(
     var_b = smooth_field(rng, n, size, 6)
     noise = pixel_noise(rng, (n, 1, size, size))
 
-    mal = present(s["y"], f["y"])[:, :, 0]  # (N, 1)
+    mal = present(_MALIGNANT * s["y"], f["y"])[:, :, 0]  # (N, 1)
     tone = centred(s["skin_tone"], f["skin_tone"])[:, :, :, None]
     ruler = present(s["ruler"], f["ruler"])
     ink = present(s["ink"], f["ink"])
@@ -127,7 +130,7 @@ def render_derm(
     a_ink = (np.minimum(ink * 0.85, 1) * strokes * ~roi)[:, None]
     img = img + (_ch(_INK) - img) * a_ink
 
-    # Ruler along one edge: a light strip with dark ticks, longer every fifth.
+    # Ruler along one edge: a dark strip with light ticks, longer every fifth.
     side = col(ruler_side)
     edge = np.where(side == 0, 1 - y, np.where(side == 1, 1 + y, np.where(side == 2, 1 - x, 1 + x)))
     along = np.where(side < 2, x + 0 * y, y + 0 * x)
@@ -140,7 +143,7 @@ def render_derm(
     )
     a_r = np.minimum(ruler * 0.95, 1) * strip
     img = img + (_ch(_RULER) - img) * a_r[:, None]
-    img = img * (1 - 0.85 * (a_r * tick))[:, None]
+    img = img + (0.92 - img) * (a_r * tick)[:, None]
 
     # Site: colour cast and dark vignette corners of a contact dermatoscope.
     img = img * (1 + site[:, :, :, None] * _ch([-0.06, 0.0, 0.1]))
