@@ -149,8 +149,12 @@ class Context:
             yield self.to_device(tensors, idx)
 
     def to_device(self, tensors: Tensors, idx: torch.Tensor) -> Tensors:
+        # ROI masks stay in the CPU tables (context.train["mask"]); batches carry only what
+        # update() needs, so the loop costs no more than a bare one.
         batch = {
-            k: v[idx].to(self.device, non_blocking=True) for k, v in tensors.items() if k != "x"
+            k: v[idx].to(self.device, non_blocking=True)
+            for k, v in tensors.items()
+            if k not in ("x", "mask")
         }
         batch["x"] = tensors["x"][idx].to(self.device, non_blocking=True).float().div_(255.0)
         return batch
