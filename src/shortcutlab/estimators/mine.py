@@ -65,6 +65,7 @@ class MINE(nn.Module):
     @staticmethod
     def _terms(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Joint term and per-column ``log mean_{i != j} exp S[i, j]`` (B,)."""
+        s = s.float()  # logsumexp in float32 also under bf16 autocast
         n = s.shape[0]
         eye = torch.eye(n, dtype=torch.bool, device=s.device)
         joint = s.diagonal().mean()
