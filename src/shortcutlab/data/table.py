@@ -64,20 +64,21 @@ class ImageTable:
 
     def group_ids(self) -> np.ndarray:
         """Group id of each row: the joint cell (y, z1, ..., zk), numbered in mixed radix."""
-        return group_ids(self.meta, self.attributes, self.num_classes, self.attribute_cardinalities())
+        return group_ids(
+            self.meta, self.attributes, self.num_classes, self.attribute_cardinalities()
+        )
 
     def attribute_cardinalities(self) -> list[int]:
         return [int(self.meta[a].max()) + 1 if len(self.meta) else 1 for a in self.attributes]
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """x as float in [0, 1], y, z (N, k) and group ids, ready for the runner."""
+        z = np.array(self.meta[self.attributes].to_numpy(dtype=np.int64)).reshape(len(self), -1)
         return {
-            "x": torch.from_numpy(self.images),
-            "y": torch.as_tensor(self.meta["y"].to_numpy(), dtype=torch.long),
-            "z": torch.as_tensor(
-                self.meta[self.attributes].to_numpy(dtype=np.int64).reshape(len(self), -1)
-            ),
-            "g": torch.as_tensor(self.group_ids(), dtype=torch.long),
+            "x": torch.from_numpy(np.ascontiguousarray(self.images)),
+            "y": torch.tensor(np.array(self.meta["y"].to_numpy(dtype=np.int64))),
+            "z": torch.tensor(z),
+            "g": torch.tensor(np.array(self.group_ids(), dtype=np.int64)),
         }
 
 

@@ -149,7 +149,9 @@ class Method(nn.Module):
 
     # -- helpers -------------------------------------------------------------------------------
     @staticmethod
-    def weighted_ce(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+    def weighted_ce(
+        logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None = None
+    ) -> torch.Tensor:
         loss = F.cross_entropy(logits.float(), y, reduction="none")
         if w is None:
             return loss.mean()

@@ -19,7 +19,9 @@ class GroupDRO(Method):
     name = "groupdro"
     summary = "minimise the worst group's loss through exponentiated-gradient group weights"
     HPARAMS = {
-        "eta": Hparam(0.01, "step size of the group weights", lambda r: float(10 ** r.uniform(-3, -1))),
+        "eta": Hparam(
+            0.01, "step size of the group weights", lambda r: float(10 ** r.uniform(-3, -1))
+        ),
         "weight_decay": Hparam(1e-3, "AdamW weight decay (strong, as the paper recommends)"),
     }
 

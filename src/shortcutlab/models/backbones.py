@@ -52,7 +52,9 @@ class SmallCNN(nn.Module):
         self.conv = nn.Sequential(*blocks)
         side = max(image_size // 16, 1)
         self.pool = nn.AdaptiveAvgPool2d(side)
-        self.proj = nn.Sequential(nn.Flatten(), nn.Linear(chans[-1] * side * side, feature_dim), nn.ReLU())
+        self.proj = nn.Sequential(
+            nn.Flatten(), nn.Linear(chans[-1] * side * side, feature_dim), nn.ReLU()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.pool(self.conv(x)))
@@ -62,7 +64,9 @@ def _small_cnn(in_channels: int, image_size: int, feature_dim: int) -> tuple[nn.
     return SmallCNN(in_channels, image_size, feature_dim), feature_dim
 
 
-def _monai_densenet121(in_channels: int, image_size: int, feature_dim: int) -> tuple[nn.Module, int]:
+def _monai_densenet121(
+    in_channels: int, image_size: int, feature_dim: int
+) -> tuple[nn.Module, int]:
     from monai.networks.nets import DenseNet121
 
     net = DenseNet121(spatial_dims=2, in_channels=in_channels, out_channels=1)

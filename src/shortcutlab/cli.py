@@ -1,0 +1,176 @@
+"""Command line: ``shortcutlab run | report | datasets | methods`` (contracts.md).
+
+User mistakes print one sentence on stderr and exit with status 2; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from shortcutlab.errors import ShortcutlabError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Find, fix and verify shortcut learning in medical-imaging classifiers.",
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out_console = Console()
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run(
+    ctx: typer.Context,
+    args: list[str] = typer.Argument(
+        None, help="[CONFIG.yaml] then key.sub=value overrides", show_default=False
+    ),
+    out: Path = typer.Option(None, "--out", "-o", help="run folder (default runs/<dataset>)"),
+    preset: str = typer.Option(None, "--preset", help="quick | full"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Train and evaluate every method and seed of a config; write results, summary and report."""
+    from shortcutlab.experiment.config import load_config
+
+    items = list(args or []) + list(ctx.args)
+    config_path = None
+    overrides = []
+    for item in items:
+        if "=" in item:
+            overrides.append(item)
+        elif config_path is None:
+            config_path = item
+        else:
+            _fail(f"unexpected argument '{item}': give one config file, then key=value overrides")
+    if config_path is None and preset is None:
+        _fail("give a config file or --preset quick|full")
+    if preset == "full":
+        return _run_full(config_path, overrides, out or Path("runs/full"), quiet)
+    cfg = load_config(config_path, preset, overrides)
+    out = out or Path("runs") / cfg.dataset.name
+    _run_one(cfg, out, quiet)
+
+
+def _run_one(cfg, out: Path, quiet: bool) -> None:
+    from shortcutlab.experiment.runner import run_experiment
+    from shortcutlab.report.build import build_report
+
+    say = (lambda msg: console.print(f"[dim]{msg}[/]", highlight=False)) if not quiet else None
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
+        tasks: dict[str, int] = {}
+
+        def update(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=total)
+            progress.update(tasks[label], completed=done)
+
+        run_experiment(cfg, out, progress=update, on_event=say)
+    report = build_report(out)
+    if not quiet:
+        _print_headline(out)
+    console.print(f"results: {out / 'results.csv'}\nreport:  {report}")
+
+
+def _print_headline(out: Path) -> None:
+    from shortcutlab.experiment.results import read_results
+    from shortcutlab.report.build import headline_table
+
+    headline = headline_table(read_results(out / "results.csv"))
+    table = Table(title=f"{out}: accuracy % (val = with the shortcut, inv = against it)")
+    table.add_column("method")
+    for col in headline.columns:
+        table.add_column(str(col), justify="right")
+    for method, row in headline.iterrows():
+        table.add_row(str(method), *[str(v) for v in row])
+    out_console.print(table)
+
+
+def _run_full(config_path, overrides, out: Path, quiet: bool) -> None:
+    """The full preset: every embedded dataset with three seeds, one sub-folder each."""
+    from shortcutlab.experiment.config import load_config
+    from shortcutlab.experiment.presets import FULL_DATASETS
+
+    for name, dataset_overrides in FULL_DATASETS.items():
+        cfg = load_config(config_path, "full", [*dataset_overrides, *overrides])
+        console.print(f"[bold]{name}[/]")
+        _run_one(cfg, out / name, quiet)
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="a finished run folder")) -> None:
+    """Rebuild report.html and summary.md of a finished run folder."""
+    from shortcutlab.report.build import build_report
+
+    if not run_dir.is_dir():
+        _fail(f"run folder {run_dir} does not exist")
+    path = build_report(run_dir)
+    console.print(f"report: {path}")
+
+
+@app.command()
+def datasets() -> None:
+    """List the embedded datasets with their attributes."""
+    from shortcutlab.data.sources import describe_synthetic
+
+    table = Table(title="embedded datasets (plus 'csv' and 'npz' for your own data)")
+    for col in ("name", "channels", "task (y)", "attributes", "ROI"):
+        table.add_column(col)
+    for d in describe_synthetic():
+        attrs = "\n".join(f"{k}: {v}" for k, v in d["attributes"].items())
+        table.add_row(d["name"], str(d["channels"]), d["task"], attrs, d["roi"])
+    out_console.print(table)
+
+
+@app.command()
+def methods() -> None:
+    """List the methods with their hyperparameters and defaults."""
+    from shortcutlab.methods import METHODS
+
+    table = Table(title="methods (hyperparameters: set under `hparams.<method>` in the config)")
+    table.add_column("method")
+    table.add_column("what it does")
+    table.add_column("hyperparameters (default)")
+    for name, cls in sorted(METHODS.items()):
+        hp = "\n".join(f"{k} = {v.default!r}  {v.help}" for k, v in cls.hparam_spec().items())
+        table.add_row(name, cls.summary, hp)
+    out_console.print(table)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=True)
+    except ShortcutlabError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted; re-run the same command to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,368 @@
+"""Data sources: the embedded synthetic datasets, a CSV + image folder, a MedMNIST-style npz.
+
+Each returns an ``ImageTable`` whose metadata has a ``split`` column: taken as is from the
+user's data when present, otherwise made by the split builder at the configured correlation.
+Every user mistake (missing file, unreadable image, missing column, non-integer label, a group
+without images) raises a ``ShortcutlabError`` that names the file, row or column.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shortcutlab.data.splits import build_splits, design_split_cells
+from shortcutlab.data.table import ImageTable
+from shortcutlab.errors import ShortcutlabError
+
+VALID_SPLITS = {"train", "val", "inv", "bal", "test"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+def cache_dir() -> Path:
+    """Where generated datasets are cached: ``$SHORTCUTLAB_CACHE`` or ``~/.cache/shortcutlab``."""
+    return Path(os.environ.get("SHORTCUTLAB_CACHE", Path.home() / ".cache" / "shortcutlab"))
+
+
+# --------------------------------------------------------------------------------------------
+# embedded synthetic datasets
+# --------------------------------------------------------------------------------------------
+def make_synthetic(
+    name: str,
+    size: int,
+    attributes: list[str] | None,
+    correlation: float,
+    seed: int = 0,
+    image_size: int = 64,
+    strengths: dict[str, float] | None = None,
+    fractions: dict[str, float] | None = None,
+    use_cache: bool = True,
+) -> ImageTable:
+    """Render an embedded dataset with exactly the cell counts of the split design.
+
+    Attributes not listed in ``attributes`` are still drawn (uniformly, independently) and still
+    visible in the images, so they act as nuisance factors, as in real data.
+    """
+    from shortcutlab.data.synthetic import SYNTHETIC, render_synthetic
+
+    if name not in SYNTHETIC:
+        raise ShortcutlabError(
+            f"unknown dataset '{name}'; choose one of: {', '.join(sorted(SYNTHETIC))}, csv, npz"
+        )
+    spec = SYNTHETIC[name]
+    all_attrs = list(spec.attributes)
+    attributes = list(all_attrs if attributes is None else attributes)
+    for a in attributes:
+        if a not in all_attrs:
+            raise ShortcutlabError(
+                f"dataset '{name}' has no attribute '{a}'; it has: {', '.join(all_attrs)}"
+            )
+    for k in strengths or {}:
+        if k != "y" and k not in all_attrs:
+            raise ShortcutlabError(
+                f"dataset.strengths names '{k}', which is neither 'y' nor an attribute of '{name}'"
+            )
+    key = json.dumps(
+        [name, size, attributes, correlation, seed, image_size, strengths or {}, fractions or {}],
+        sort_keys=True,
+    )
+    path = cache_dir() / f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
+    if use_cache and path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                meta = pd.read_json(f["meta"].item(), orient="split")
+                return ImageTable(f["images"], meta, attributes, 2, f["masks"], name)
+        except Exception:  # a corrupt cache entry is regenerated, never trusted
+            path.unlink(missing_ok=True)
+
+    cells = design_split_cells(size, 2, {a: 2 for a in attributes}, correlation, fractions)
+    meta = cells.loc[cells.index.repeat(cells["count"])].drop(columns="count")
+    rng = np.random.default_rng(seed)
+    meta = meta.iloc[rng.permutation(len(meta))].reset_index(drop=True)
+    for a in all_attrs:
+        if a not in attributes:
+            meta[a] = rng.integers(0, 2, len(meta))
+    meta = meta[["y", *all_attrs, "split"]].astype({"y": int, **{a: int for a in all_attrs}})
+    images, masks = render_synthetic(
+        name, meta, seed=seed, image_size=image_size, strengths=strengths
+    )
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, images=images, masks=masks, meta=np.array(meta.to_json(orient="split")))
+        tmp.replace(path)
+    return ImageTable(images, meta, attributes, 2, masks, name)
+
+
+# --------------------------------------------------------------------------------------------
+# user data: CSV + image folder
+# --------------------------------------------------------------------------------------------
+def _read_image(path: Path, image_size: int, mode: str | None) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".dcm":
+            arr = _read_dicom(path)
+            img = Image.fromarray(arr)
+        elif suffix in (".nii", ".gz"):
+            arr = _read_nifti(path)
+            img = Image.fromarray(arr)
+        else:
+            img = Image.open(path)
+            img.load()
+    except FileNotFoundError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ShortcutlabError(f"cannot read image {path}: {exc}") from None
+    img = img.convert(mode or ("L" if img.mode in ("L", "I", "I;16", "F", "1") else "RGB"))
+    if img.size != (image_size, image_size):
+        img = img.resize((image_size, image_size), Image.BILINEAR)
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    arr = arr.astype(np.float32)
+    lo, hi = np.percentile(arr, [0.5, 99.5])
+    return (np.clip((arr - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
+
+
+def _read_dicom(path: Path) -> np.ndarray:
+    try:
+        import pydicom
+    except ImportError:  # pragma: no cover - optional extra
+        raise ShortcutlabError(
+            "reading DICOM needs pydicom: pip install 'shortcutlab[medical]'"
+        ) from None
+    return _to_uint8(pydicom.dcmread(path).pixel_array)
+
+
+def _read_nifti(path: Path) -> np.ndarray:
+    try:
+        import nibabel
+    except ImportError:  # pragma: no cover - optional extra
+        raise ShortcutlabError(
+            "reading NIfTI needs nibabel: pip install 'shortcutlab[medical]'"
+        ) from None
+    vol = np.asarray(nibabel.load(path).dataobj)
+    if vol.ndim == 3:  # middle axial slice of a volume
+        vol = vol[:, :, vol.shape[2] // 2]
+    return _to_uint8(vol)
+
+
+def _encode_column(df: pd.DataFrame, col: str, source: str) -> tuple[np.ndarray, list]:
+    """Integer codes for an attribute column; string categories are coded in sorted order."""
+    values = df[col]
+    if values.isna().any():
+        row = int(np.flatnonzero(values.isna().to_numpy())[0])
+        raise ShortcutlabError(f"{source}: column '{col}' is empty in row {row + 2}")
+    if pd.api.types.is_integer_dtype(values) or pd.api.types.is_bool_dtype(values):
+        cats = sorted(values.astype(int).unique().tolist())
+        if cats == list(range(len(cats))):
+            return values.astype(int).to_numpy(), cats
+    cats = sorted(values.astype(str).unique().tolist())
+    code = {c: i for i, c in enumerate(cats)}
+    return values.astype(str).map(code).to_numpy(dtype=int), cats
+
+
+def load_csv_dataset(
+    root: str | Path,
+    metadata: str = "metadata.csv",
+    label: str = "y",
+    image_column: str = "path",
+    attributes: list[str] | None = None,
+    image_size: int = 64,
+    mask_column: str = "mask",
+    correlation: float = 0.9,
+    seed: int = 0,
+    fractions: dict[str, float] | None = None,
+) -> ImageTable:
+    """Load ``root/metadata`` (one row per image, paths relative to ``root``) and its images."""
+    root = Path(root)
+    csv_path = root / metadata
+    if not root.is_dir():
+        raise ShortcutlabError(f"dataset root {root} is not a folder")
+    if not csv_path.is_file():
+        raise ShortcutlabError(f"metadata file {csv_path} does not exist")
+    try:
+        df = pd.read_csv(csv_path)
+    except Exception as exc:  # pandas raises many types for malformed files
+        raise ShortcutlabError(f"cannot parse {csv_path} as CSV: {exc}") from None
+    attributes = list(attributes or [])
+    for col in [image_column, label, *attributes]:
+        if col not in df.columns:
+            raise ShortcutlabError(
+                f"{csv_path} has no column '{col}'; its columns are: {', '.join(map(str, df.columns))}"
+            )
+    if len(df) == 0:
+        raise ShortcutlabError(f"{csv_path} has no rows")
+
+    y_raw = pd.to_numeric(df[label], errors="coerce")
+    bad = np.flatnonzero(y_raw.isna().to_numpy() | (y_raw.fillna(0) % 1 != 0).to_numpy())
+    if len(bad):
+        r = int(bad[0])
+        raise ShortcutlabError(
+            f"{csv_path} row {r + 2}: label '{label}' must be an integer class id, got '{df[label].iloc[r]}'"
+        )
+    y = y_raw.astype(int).to_numpy()
+    if y.min() < 0:
+        raise ShortcutlabError(f"{csv_path}: label '{label}' must be >= 0")
+    num_classes = int(y.max()) + 1
+    meta = pd.DataFrame({"y": y})
+    attribute_values = {}
+    for a in attributes:
+        meta[a], attribute_values[a] = _encode_column(df, a, str(csv_path))
+    keep = [c for c in df.columns if c not in (label, *attributes)]
+    for c in keep:
+        meta[c] = df[c].to_numpy()
+
+    if "split" in df.columns:
+        splits = df["split"].astype(str)
+        unknown = sorted(set(splits) - VALID_SPLITS)
+        meta["split"] = splits
+        if "train" not in set(splits) or "val" not in set(splits):
+            raise ShortcutlabError(
+                f"{csv_path}: the 'split' column needs at least 'train' and 'val' rows "
+                f"(found: {', '.join(sorted(set(splits)))})"
+            )
+        del unknown  # domain names are allowed as extra splits (contracts.md)
+        realised = meta
+    else:
+        realised, _ = build_splits(meta, attributes, num_classes, correlation, seed, fractions)
+
+    images, masks, mode = [], [], None
+    has_mask = mask_column in realised.columns
+    for i, rel in enumerate(realised[image_column].astype(str)):
+        path = root / rel
+        if not path.is_file():
+            raise ShortcutlabError(
+                f"{csv_path}: image '{rel}' (column '{image_column}') does not exist"
+            )
+        arr = _read_image(path, image_size, mode)
+        mode = mode or ("L" if arr.shape[0] == 1 else "RGB")
+        images.append(arr)
+        if (
+            has_mask
+            and isinstance(realised[mask_column].iloc[i], str)
+            and realised[mask_column].iloc[i]
+        ):
+            mpath = root / realised[mask_column].iloc[i]
+            if not mpath.is_file():
+                raise ShortcutlabError(f"{csv_path}: mask '{mpath}' does not exist")
+            masks.append(_read_image(mpath, image_size, "L")[0] > 0)
+        else:
+            masks.append(None)
+    mask_arr = None
+    if has_mask and all(m is not None for m in masks):
+        mask_arr = np.stack(masks)
+    table = ImageTable(
+        np.stack(images),
+        realised,
+        attributes,
+        num_classes,
+        mask_arr,
+        csv_path.parent.name,
+        attribute_values,
+    )
+    _check_groups(table, str(csv_path))
+    return table
+
+
+def _check_groups(table: ImageTable, source: str) -> None:
+    """The training split must contain every label; a single-class task cannot be trained."""
+    train = table.meta[table.meta["split"] == "train"]
+    if train["y"].nunique() < 2:
+        raise ShortcutlabError(f"{source}: the train split has only one label value")
+    for a in table.attributes:
+        if train[a].nunique() < 2:
+            raise ShortcutlabError(
+                f"{source}: attribute '{a}' has a single value in the train split; an empty "
+                "group cannot be evaluated"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# MedMNIST-style npz
+# --------------------------------------------------------------------------------------------
+def load_npz_dataset(
+    path: str | Path,
+    attributes: list[str] | None = None,
+    image_size: int = 64,
+    correlation: float = 0.9,
+    seed: int = 0,
+    fractions: dict[str, float] | None = None,
+) -> ImageTable:
+    """MedMNIST layout: ``{split}_images`` (N, H, W[, C]) and ``{split}_labels`` (N,) or (N, 1);
+    attributes as extra arrays ``{split}_{attribute}``. With ``attributes`` and no ``inv``
+    split in the file, all rows are pooled and re-split at the configured correlation.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ShortcutlabError(f"npz file {path} does not exist")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise ShortcutlabError(f"cannot read {path} as npz: {exc}") from None
+    splits = [k[: -len("_images")] for k in data.files if k.endswith("_images")]
+    if not splits:
+        raise ShortcutlabError(f"{path} has no '<split>_images' arrays (MedMNIST layout)")
+    attributes = list(attributes or [])
+    imgs, metas = [], []
+    for s in splits:
+        if f"{s}_labels" not in data.files:
+            raise ShortcutlabError(f"{path} has '{s}_images' but no '{s}_labels'")
+        x = data[f"{s}_images"]
+        x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+        meta = pd.DataFrame(
+            {"y": np.asarray(data[f"{s}_labels"]).reshape(len(x), -1)[:, 0].astype(int)}
+        )
+        for a in attributes:
+            if f"{s}_{a}" not in data.files:
+                raise ShortcutlabError(f"{path} has no array '{s}_{a}' for attribute '{a}'")
+            meta[a] = np.asarray(data[f"{s}_{a}"]).reshape(len(x)).astype(int)
+        meta["split"] = s
+        imgs.append(x)
+        metas.append(meta)
+    images = np.concatenate(imgs)
+    if images.shape[-1] != image_size:
+        import torch
+        import torch.nn.functional as F
+
+        t = torch.from_numpy(images).float()
+        images = F.interpolate(
+            t, size=(image_size, image_size), mode="bilinear", align_corners=False
+        )
+        images = images.round().clamp(0, 255).to(torch.uint8).numpy()
+    meta = pd.concat(metas, ignore_index=True)
+    num_classes = int(meta["y"].max()) + 1
+    if attributes and "inv" not in splits:
+        meta["_row"] = np.arange(len(meta))
+        meta, _ = build_splits(
+            meta.drop(columns="split"), attributes, num_classes, correlation, seed, fractions
+        )
+        images = images[meta.pop("_row").to_numpy()]
+    table = ImageTable(images.astype(np.uint8), meta, attributes, num_classes, None, path.stem)
+    _check_groups(table, str(path))
+    return table
+
+
+def describe_synthetic() -> list[dict[str, Any]]:
+    from shortcutlab.data.synthetic import SYNTHETIC
+
+    return [
+        {
+            "name": s.name,
+            "channels": s.channels,
+            "task": s.task,
+            "attributes": s.attributes,
+            "roi": s.roi,
+        }
+        for s in SYNTHETIC.values()
+    ]

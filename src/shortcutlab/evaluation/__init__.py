@@ -1,0 +1,1 @@
+"""Evaluation: metrics per split and group, fairness gaps, probes."""

@@ -1,0 +1,1 @@
+"""Experiment layer: config, runner, results store."""

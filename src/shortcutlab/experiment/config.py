@@ -1,0 +1,184 @@
+"""Experiment config: YAML, validated by pydantic, unknown keys are errors (contracts.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shortcutlab.errors import ShortcutlabError
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetConfig(_Strict):
+    name: str = "synth-cxr"
+    size: int = Field(6000, ge=16)
+    image_size: int = Field(64, ge=8, le=1024)
+    attributes: list[str] | None = None
+    correlation: float = Field(0.9, ge=0.0, le=1.0)
+    seed: int = 0
+    strengths: dict[str, float] = Field(default_factory=dict)
+    fractions: dict[Literal["train", "val", "inv", "bal"], float] | None = None
+    # csv / npz only
+    root: str | None = None
+    metadata: str = "metadata.csv"
+    label: str = "y"
+    image_column: str = "path"
+    mask_column: str = "mask"
+    path: str | None = None  # npz file
+
+    @model_validator(mode="after")
+    def _user_data_paths(self) -> DatasetConfig:
+        if self.name == "csv" and not self.root:
+            raise ValueError("dataset.root is required for a csv dataset")
+        if self.name == "npz" and not self.path:
+            raise ValueError("dataset.path is required for an npz dataset")
+        return self
+
+
+class TrainConfig(_Strict):
+    backbone: str = "small-cnn"
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    feature_dim: int = Field(128, ge=2)
+    bf16: bool = False
+    device: str = "auto"
+    num_threads: int | None = Field(None, ge=1)
+    eval_batch_size: int = Field(512, ge=1)
+
+
+class MethodSpec(_Strict):
+    """A method entry: a registry name, or ``{name: label, method: registry name, params: {...}}``."""
+
+    name: str
+    method: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def registry_name(self) -> str:
+        return self.method or self.name
+
+
+class ExperimentConfig(_Strict):
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    methods: list[MethodSpec] = Field(default_factory=lambda: [MethodSpec(name="erm")])
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    select: Literal["val_average", "val_worst_group"] = "val_worst_group"
+    hparams: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    bootstrap: int = Field(200, ge=0)
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _methods_as_specs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _unique(self) -> ExperimentConfig:
+        names = [m.name for m in self.methods]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"method names must be unique; repeated: {', '.join(sorted(dup))}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds must be unique")
+        if not self.methods:
+            raise ValueError("methods must list at least one method")
+        return self
+
+    def dump(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ShortcutlabError(f"override '{text}' is not of the form key.sub=value")
+    key, _, raw = text.partition("=")
+    if not key or any(not part for part in key.split(".")):
+        raise ShortcutlabError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        raise ShortcutlabError(f"override '{text}': the value is not valid YAML") from None
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for k in keys[:-1]:
+            if not isinstance(node.get(k), dict):
+                node[k] = {}
+            node = node[k]
+        node[keys[-1]] = value
+    return raw
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ShortcutlabError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ShortcutlabError(f"config file {path} is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ShortcutlabError(f"config file {path} must be a mapping of keys to values")
+    return data
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def validation_message(exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int) or True)
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    where = f" key '{loc}'" if loc else ""
+    more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+    return f"{source}:{where}: {msg}{more}"
+
+
+def load_config(
+    path: str | Path | None = None, preset: str | None = None, overrides: list[str] | None = None
+) -> ExperimentConfig:
+    """Preset (if any), then the YAML file (if any), then the dotted overrides; then validate."""
+    raw: dict[str, Any] = {}
+    if preset is not None:
+        preset_path = PRESETS_DIR / f"{preset}.yaml"
+        if not preset_path.is_file():
+            names = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+            raise ShortcutlabError(f"unknown preset '{preset}'; choose one of: {', '.join(names)}")
+        raw = read_yaml(preset_path)
+    if path is not None:
+        raw = _merge(raw, read_yaml(path))
+    raw = apply_overrides(raw, list(overrides or []))
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ShortcutlabError(
+            validation_message(exc, str(path or f"preset {preset}" or "config"))
+        ) from None

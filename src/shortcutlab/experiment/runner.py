@@ -1,0 +1,515 @@
+"""One runner for every method: seeds, sampling, AdamW, autocast, selection on val, resume.
+
+Data flows one way: config -> dataset -> method -> evaluation -> results (-> report).
+A run is one (method, seed); its folder holds ``checkpoint.pt``, ``log.jsonl``, ``results.csv``
+and, written last, ``done.json``. A re-run skips runs with ``done.json`` and redoes the others.
+Model selection sees only the val split; inv/bal/test labels are used for reporting alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from shortcutlab.data.sources import load_csv_dataset, load_npz_dataset, make_synthetic
+from shortcutlab.data.table import ImageTable
+from shortcutlab.errors import ShortcutlabError
+from shortcutlab.evaluation.metrics import evaluate_split, selection_score
+from shortcutlab.experiment.config import DatasetConfig, ExperimentConfig, MethodSpec
+from shortcutlab.experiment.results import (
+    RESULT_COLUMNS,
+    make_results,
+    read_results,
+    write_csv_atomic,
+    write_text_atomic,
+)
+from shortcutlab.methods import Method, TaskInfo, get_method
+from shortcutlab.models import build_model
+
+Tensors = dict[str, torch.Tensor]
+ProgressFn = Callable[[str, int, int], None]  # (run label, steps done, total steps)
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+def load_dataset(cfg: DatasetConfig) -> ImageTable:
+    """The ImageTable a config names, with its split column."""
+    if cfg.name == "csv":
+        return load_csv_dataset(
+            cfg.root,
+            cfg.metadata,
+            cfg.label,
+            cfg.image_column,
+            cfg.attributes or [],
+            cfg.image_size,
+            cfg.mask_column,
+            cfg.correlation,
+            cfg.seed,
+            cfg.fractions,
+        )
+    if cfg.name == "npz":
+        return load_npz_dataset(
+            cfg.path, cfg.attributes or [], cfg.image_size, cfg.correlation, cfg.seed, cfg.fractions
+        )
+    return make_synthetic(
+        cfg.name,
+        cfg.size,
+        cfg.attributes,
+        cfg.correlation,
+        cfg.seed,
+        cfg.image_size,
+        cfg.strengths,
+        cfg.fractions,
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ShortcutlabError(
+            f"train.device '{name}' is not a device (use auto, cpu or cuda)"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ShortcutlabError("train.device is cuda but no CUDA device is available")
+    return device
+
+
+def carve_holdout(table: ImageTable, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split train rows into (kept, holdout), stratified by joint group; seeded, disjoint."""
+    rng = np.random.default_rng(seed + 7919)
+    gid = table.group_ids()
+    keep, hold = [], []
+    for g in np.unique(gid):
+        rows = rng.permutation(np.flatnonzero(gid == g))
+        n = int(round(fraction * len(rows)))
+        hold.append(rows[:n])
+        keep.append(rows[n:])
+    return np.sort(np.concatenate(keep)), np.sort(np.concatenate(hold))
+
+
+# ---------------------------------------------------------------------------------------------
+# the shared loop
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Context:
+    """The runner's ``RunContext`` (see ``methods/base.py``)."""
+
+    train: Tensors
+    val: Tensors
+    holdout: Tensors | None
+    device: torch.device
+    seed: int
+    batch_size: int
+    eval_batch_size: int
+    info: TaskInfo
+    run_dir: Path
+    bf16: bool = False
+    samples_seen: int = 0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def batches(
+        self,
+        tensors: Tensors,
+        shuffle: bool = True,
+        weights: torch.Tensor | None = None,
+        batch_size: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[Tensors]:
+        """One epoch of device batches; ``weights`` (N,) draws N rows with replacement."""
+        n = len(tensors["y"])
+        bs = batch_size or self.batch_size
+        if weights is not None:
+            order = torch.multinomial(weights.double(), n, replacement=True, generator=generator)
+        elif shuffle:
+            order = torch.randperm(n, generator=generator)
+        else:
+            order = torch.arange(n)
+        for start in range(0, n, bs):
+            idx = order[start : start + bs]
+            if shuffle and len(idx) < 2:  # batch norm cannot train on one example
+                continue
+            yield self.to_device(tensors, idx)
+
+    def to_device(self, tensors: Tensors, idx: torch.Tensor) -> Tensors:
+        batch = {
+            k: v[idx].to(self.device, non_blocking=True) for k, v in tensors.items() if k != "x"
+        }
+        batch["x"] = tensors["x"][idx].to(self.device, non_blocking=True).float().div_(255.0)
+        return batch
+
+    def sampling_weights(self, method: Method, tensors: Tensors) -> torch.Tensor | None:
+        if method.sampling == "group_balanced":
+            g = tensors["g"]
+            counts = torch.bincount(g).double()
+            return 1.0 / counts[g]
+        return None
+
+    def fit(self, method: Method, epochs: int, tensors: Tensors | None = None) -> None:
+        """Train ``method`` for ``epochs`` on ``tensors`` (default: train) with no selection."""
+        tensors = self.train if tensors is None else tensors
+        gen = torch.Generator().manual_seed(self.seed + 104729)
+        weights = self.sampling_weights(method, tensors)
+        for _ in range(epochs):
+            method.train()
+            for batch in self.batches(tensors, weights=weights, generator=gen):
+                with self.autocast():
+                    method.update(batch)
+                self.samples_seen += len(batch["y"])
+
+    @torch.no_grad()
+    def predict(self, method: Method, tensors: Tensors) -> torch.Tensor:
+        """Logits (N, C) on CPU, in eval mode."""
+        was_training = method.training
+        method.eval()
+        out = []
+        for batch in self.batches(tensors, shuffle=False, batch_size=self.eval_batch_size):
+            with self.autocast():
+                out.append(method.predict(batch["x"]).float().cpu())
+        method.train(was_training)
+        return torch.cat(out) if out else torch.empty(0, self.info.num_classes)
+
+    @torch.no_grad()
+    def features(self, method: Method, tensors: Tensors) -> dict[str, np.ndarray]:
+        """Named feature blocks of ``method.features`` for every row, as numpy arrays."""
+        method.eval()
+        parts: dict[str, list[np.ndarray]] = {}
+        for batch in self.batches(tensors, shuffle=False, batch_size=self.eval_batch_size):
+            with self.autocast():
+                for k, v in method.features(batch["x"]).items():
+                    parts.setdefault(k, []).append(v.float().cpu().numpy())
+        return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def _tensors(table: ImageTable) -> Tensors:
+    t = table.tensors()
+    t["idx"] = torch.arange(len(table))
+    return t
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+def method_hparams(spec: MethodSpec, cfg: ExperimentConfig) -> dict[str, Any]:
+    """Defaults <- train section (lr, weight decay) <- config ``hparams[method]`` <- spec params."""
+    cls = get_method(spec.registry_name)
+    hp = cls.hparam_defaults()
+    hp["lr"] = cfg.train.lr
+    if "weight_decay" not in cls.HPARAMS:
+        hp["weight_decay"] = cfg.train.weight_decay
+    for source, where in (
+        (cfg.hparams.get(spec.registry_name, {}), f"hparams.{spec.registry_name}"),
+        (
+            cfg.hparams.get(spec.name, {}) if spec.name != spec.registry_name else {},
+            f"hparams.{spec.name}",
+        ),
+        (spec.params, f"methods[{spec.name}].params"),
+    ):
+        for k, v in source.items():
+            if k not in hp:
+                raise ShortcutlabError(
+                    f"{where}: '{k}' is not a hyperparameter of {spec.registry_name}; "
+                    f"it has: {', '.join(sorted(hp))}"
+                )
+            hp[k] = v
+    return hp
+
+
+def validate_names(cfg: ExperimentConfig) -> None:
+    """Unknown methods, hyperparameters or datasets fail before anything is written."""
+    from shortcutlab.methods import METHODS
+
+    for spec in cfg.methods:
+        method_hparams(spec, cfg)
+    spec_names = {m.name: m.registry_name for m in cfg.methods}
+    for key, values in cfg.hparams.items():
+        registry = spec_names.get(key, key)
+        if registry not in METHODS:
+            raise ShortcutlabError(f"hparams.{key}: there is no method '{key}'")
+        known = get_method(registry).hparam_defaults()
+        for k in values:
+            if k not in known:
+                raise ShortcutlabError(
+                    f"hparams.{key}: '{k}' is not a hyperparameter of {registry}; "
+                    f"it has: {', '.join(sorted(known))}"
+                )
+    if cfg.dataset.name not in ("csv", "npz"):
+        from shortcutlab.data.synthetic import SYNTHETIC
+
+        if cfg.dataset.name not in SYNTHETIC:
+            raise ShortcutlabError(
+                f"unknown dataset '{cfg.dataset.name}'; choose one of: "
+                f"{', '.join(sorted(SYNTHETIC))}, csv, npz"
+            )
+
+
+def task_info(table: ImageTable, cfg: ExperimentConfig, steps_per_epoch: int) -> TaskInfo:
+    return TaskInfo(
+        num_classes=table.num_classes,
+        attributes=list(table.attributes),
+        attribute_cardinalities=table.attribute_cardinalities(),
+        in_channels=table.in_channels,
+        image_size=table.image_size,
+        epochs=cfg.train.epochs,
+        steps_per_epoch=steps_per_epoch,
+    )
+
+
+def build_method(spec_name: str, hp: dict[str, Any], info: TaskInfo, train_cfg) -> Method:
+    cls = get_method(spec_name)
+    dim = cls.encoder_dim(info, hp) or train_cfg.feature_dim
+    model = build_model(
+        train_cfg.backbone, info.in_channels, info.num_classes, info.image_size, dim
+    )
+    return cls(model, info, hp)
+
+
+def train_one(
+    table: ImageTable,
+    cfg: ExperimentConfig,
+    spec: MethodSpec,
+    seed: int,
+    run_dir: Path,
+    progress: ProgressFn | None = None,
+) -> pd.DataFrame:
+    """Train, select on val, evaluate every split; write the run folder; return its rows."""
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # an interrupted run is redone from scratch
+    run_dir.mkdir(parents=True)
+    device = resolve_device(cfg.train.device)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    _seed_everything(seed)
+    cls = get_method(spec.registry_name)
+    hp = method_hparams(spec, cfg)
+
+    train_table = table.split("train")
+    holdout = None
+    if cls.holdout_fraction > 0:
+        keep, hold = carve_holdout(train_table, cls.holdout_fraction, seed)
+        holdout = _tensors(train_table.select(hold))
+        train_table = train_table.select(keep)
+    train = _tensors(train_table)
+    val = _tensors(table.split("val"))
+    steps = max(1, len(train["y"]) // cfg.train.batch_size)
+    info = task_info(table, cfg, steps)
+    _seed_everything(seed)
+    method = build_method(spec.registry_name, hp, info, cfg.train).to(device)
+    ctx = Context(
+        train,
+        val,
+        holdout,
+        device,
+        seed,
+        cfg.train.batch_size,
+        cfg.train.eval_batch_size,
+        info,
+        run_dir,
+        cfg.train.bf16,
+    )
+    n_groups = info.num_groups
+    gen = torch.Generator().manual_seed(seed)
+    label = f"{spec.name} seed {seed}"
+    total = cfg.train.epochs * (steps + 1)
+    done_steps = 0
+    log = (run_dir / "log.jsonl").open("w")
+    t0 = time.perf_counter()
+    method.on_train_start(ctx)
+    best_score, best_state, best_epoch = -np.inf, None, -1
+    train_seconds = 0.0
+    for epoch in range(cfg.train.epochs):
+        method.train()
+        sums: dict[str, float] = {}
+        n_batches = 0
+        t_epoch = time.perf_counter()
+        for batch in ctx.batches(train, weights=ctx.sampling_weights(method, train), generator=gen):
+            with ctx.autocast():
+                losses = method.update(batch)
+            ctx.samples_seen += len(batch["y"])
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            n_batches += 1
+            done_steps += 1
+            if progress:
+                progress(label, done_steps, total)
+        train_seconds += time.perf_counter() - t_epoch
+        method.on_epoch_end(epoch, ctx)
+        probs = torch.softmax(ctx.predict(method, val), 1).numpy()
+        score = selection_score(cfg.select, probs, val["y"].numpy(), val["g"].numpy(), n_groups)
+        if not np.isfinite(score):
+            score = -np.inf
+        if score > best_score:
+            best_score, best_epoch = score, epoch
+            best_state = copy.deepcopy(method.state_dict())
+        entry = {
+            "epoch": epoch,
+            **{k: v / max(n_batches, 1) for k, v in sums.items()},
+            cfg.select: score,
+            "seconds": time.perf_counter() - t0,
+        }
+        log.write(json.dumps(entry) + "\n")
+        log.flush()
+        done_steps = (epoch + 1) * (steps + 1)
+        if progress:
+            progress(label, done_steps, total)
+    if best_state is not None:
+        method.load_state_dict(best_state)
+    method.on_train_end(ctx)
+    log.close()
+
+    rows = evaluate_method(method, table, ctx, cfg)
+    results = make_results(rows, spec.name, seed)
+    compute = {
+        "seconds": time.perf_counter() - t0,
+        "train_seconds": train_seconds,
+        "samples": ctx.samples_seen,
+    }
+    torch.save(
+        {
+            "format": "shortcutlab-checkpoint/1",
+            "method": spec.registry_name,
+            "name": spec.name,
+            "hparams": hp,
+            "model_state": method.model.state_dict(),
+            "method_state": method.state_dict(),
+            "info": info.__dict__,
+            "train": cfg.train.model_dump(),
+            "dataset": cfg.dataset.model_dump(),
+            "seed": seed,
+            "selected_epoch": best_epoch,
+            "selection": {"rule": cfg.select, "score": best_score},
+            "compute": compute,
+        },
+        run_dir / "checkpoint.pt",
+    )
+    write_csv_atomic(results, run_dir / "results.csv")
+    write_text_atomic(
+        json.dumps(
+            {"method": spec.name, "seed": seed, "selected_epoch": best_epoch, "compute": compute},
+            indent=1,
+        ),
+        run_dir / "done.json",
+    )
+    return results
+
+
+def evaluate_method(
+    method: Method, table: ImageTable, ctx: Context, cfg: ExperimentConfig
+) -> list[dict]:
+    """Metric rows on every split the data has (inv/bal/test are looked at only here)."""
+    rows: list[dict] = []
+    info = ctx.info
+    for split in table.splits:
+        part = _tensors(table.split(split))
+        if len(part["y"]) == 0:
+            continue
+        probs = torch.softmax(ctx.predict(method, part), 1).numpy()
+        rows += evaluate_split(
+            split,
+            probs,
+            part["y"].numpy(),
+            part["z"].numpy(),
+            info.attributes,
+            info.num_classes,
+            info.attribute_cardinalities,
+            cfg.bootstrap,
+            ctx.seed,
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# the experiment
+# ---------------------------------------------------------------------------------------------
+_RESUME_KEYS = ("dataset", "train", "select", "hparams", "bootstrap")
+
+
+def _check_resumable(out: Path, cfg: ExperimentConfig) -> None:
+    path = out / "config.yaml"
+    if not path.exists():
+        return
+    old = yaml.safe_load(path.read_text()) or {}
+    new = cfg.model_dump(mode="json")
+    changed = [k for k in _RESUME_KEYS if old.get(k) != new.get(k)]
+    if changed:
+        raise ShortcutlabError(
+            f"{out} holds a run with a different '{changed[0]}' section; choose another --out "
+            "or delete that folder"
+        )
+
+
+def run_dir_for(out: Path, method: str, seed: int) -> Path:
+    return out / method / f"seed_{seed}"
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    out: str | Path,
+    progress: ProgressFn | None = None,
+    on_event: Callable[[str], None] | None = None,
+) -> pd.DataFrame:
+    """Run every (method, seed) of ``cfg`` into ``out``; return the combined results table."""
+    out = Path(out)
+    validate_names(cfg)  # fail on unknown names before any work
+    out.mkdir(parents=True, exist_ok=True)
+    _check_resumable(out, cfg)
+    write_text_atomic(cfg.dump(), out / "config.yaml")
+    say = on_event or (lambda _msg: None)
+
+    table: ImageTable | None = None
+    frames = []
+    for spec in cfg.methods:
+        for seed in cfg.seeds:
+            run_dir = run_dir_for(out, spec.name, seed)
+            if (run_dir / "done.json").exists() and (run_dir / "results.csv").exists():
+                say(f"{spec.name} seed {seed}: finished before, skipped")
+                frames.append(read_results(run_dir / "results.csv"))
+                continue
+            if table is None:
+                t = time.perf_counter()
+                table = load_dataset(cfg.dataset)
+                say(
+                    f"data: {table.name}, {len(table)} images, splits "
+                    + ", ".join(
+                        f"{s}={int((table.meta['split'] == s).sum())}" for s in table.splits
+                    )
+                    + f" ({time.perf_counter() - t:.1f}s)"
+                )
+                _save_dataset_artifacts(table, out)
+            frames.append(train_one(table, cfg, spec, seed, run_dir, progress))
+            say(f"{spec.name} seed {seed}: done")
+    results = (
+        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
+    )
+    write_csv_atomic(results, out / "results.csv")
+    return results
+
+
+def _save_dataset_artifacts(table: ImageTable, out: Path) -> None:
+    """Split counts and a sample grid for the report (written once, cheap)."""
+    from shortcutlab.data.splits import split_report
+
+    counts = split_report(table.meta, table.attributes).counts
+    counts.to_csv(out / "split_counts.csv")
+    from shortcutlab.report.figures import save_sample_grid
+
+    save_sample_grid(table, out / "samples.png")

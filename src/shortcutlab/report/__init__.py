@@ -1,0 +1,1 @@
+"""Report layer: tables and plots of a run folder as HTML and Markdown."""

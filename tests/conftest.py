@@ -1,0 +1,98 @@
+"""Shared fixtures: small datasets written to disk the way a user would lay them out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+torch.set_num_threads(2)
+
+
+def write_csv_dataset(
+    root: Path,
+    n: int = 240,
+    with_split: bool = True,
+    correlation: float = 0.9,
+    size: int = 16,
+    seed: int = 0,
+) -> Path:
+    """A CSV + PNG folder: y = bright blob in the centre, z = 'site' marker in a corner.
+
+    With ``with_split`` the split column is written: train/val at ``correlation``, inv at the
+    opposite, bal uncorrelated; without it the split builder has to make them.
+    """
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "images").mkdir(exist_ok=True)
+    (root / "masks").mkdir(exist_ok=True)
+    rows = []
+    plan = {"train": correlation, "val": correlation, "inv": 1 - correlation, "bal": 0.5}
+    splits = np.array(
+        ["train"] * (n // 2)
+        + ["val"] * (n // 6)
+        + ["inv"] * (n // 6)
+        + ["bal"] * (n - n // 2 - 2 * (n // 6))
+    )
+    for i, split in enumerate(splits):
+        y = int(rng.integers(0, 2))
+        if with_split:
+            z = y if rng.random() < plan[split] else 1 - y
+        else:
+            z = int(rng.integers(0, 2))
+        img = rng.normal(60, 10, (size, size))
+        c = size // 2
+        if y:
+            img[c - 3 : c + 3, c - 3 : c + 3] += 120
+        if z:
+            img[:3, :3] = 255
+        mask = np.zeros((size, size), np.uint8)
+        mask[c - 4 : c + 4, c - 4 : c + 4] = 255
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / "images" / f"{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"{i}.png")
+        row = {"path": f"images/{i}.png", "y": y, "site": ["A", "B"][z], "mask": f"masks/{i}.png"}
+        if with_split:
+            row["split"] = split
+        rows.append(row)
+    pd.DataFrame(rows).to_csv(root / "metadata.csv", index=False)
+    return root
+
+
+@pytest.fixture
+def csv_dataset(tmp_path: Path) -> Path:
+    return write_csv_dataset(tmp_path / "data")
+
+
+def write_config(path: Path, root: Path, **extra) -> Path:
+    import yaml
+
+    cfg = {
+        "dataset": {"name": "csv", "root": str(root), "attributes": ["site"], "image_size": 16},
+        "methods": ["erm"],
+        "seeds": [0],
+        "train": {"epochs": 2, "batch_size": 32, "feature_dim": 16},
+        "bootstrap": 20,
+    }
+    for key, value in extra.items():
+        cfg[key] = value
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Generated datasets are cached in a temporary folder, never in the user's home."""
+    import os
+
+    path = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("SHORTCUTLAB_CACHE")
+    os.environ["SHORTCUTLAB_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("SHORTCUTLAB_CACHE", None)
+    else:
+        os.environ["SHORTCUTLAB_CACHE"] = old

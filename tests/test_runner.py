@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+
+from shortcutlab.data.sources import make_synthetic
+from shortcutlab.experiment import runner
+from shortcutlab.experiment.config import ExperimentConfig
+
+
+def _cfg(**train):
+    return ExperimentConfig.model_validate(
+        {
+            "dataset": {"name": "synth-cxr", "size": 400, "image_size": 32, "attributes": ["site"]},
+            "methods": ["erm"],
+            "bootstrap": 0,
+            "train": {"epochs": 2, "batch_size": 32, "feature_dim": 16, **train},
+        }
+    )
+
+
+def test_synthetic_dataset_realises_the_design_and_is_cached(_private_cache):
+    a = make_synthetic("synth-cxr", 800, ["site"], 0.9, seed=3, image_size=32)
+    meta = a.meta
+    train = meta[meta.split == "train"]
+    inv = meta[meta.split == "inv"]
+    assert (train.site == train.y).mean() == pytest.approx(0.9, abs=0.01)
+    assert (inv.site == inv.y).mean() == pytest.approx(0.1, abs=0.02)
+    assert a.masks is not None and a.masks.shape == (800, 32, 32)
+    files = list(_private_cache.glob("synth-cxr-*.npz"))
+    assert len(files) == 1
+    b = make_synthetic("synth-cxr", 800, ["site"], 0.9, seed=3, image_size=32)
+    assert np.array_equal(a.images, b.images)
+    files[0].write_bytes(b"corrupt")  # a damaged cache entry is regenerated, not trusted
+    c = make_synthetic("synth-cxr", 800, ["site"], 0.9, seed=3, image_size=32)
+    assert np.array_equal(a.images, c.images)
+
+
+def test_model_selection_looks_at_val_only(tmp_path, monkeypatch):
+    cfg = _cfg()
+    table = runner.load_dataset(cfg.dataset)
+    seen = []
+    real = runner.selection_score
+
+    def spy(rule, probs, y, g, n):
+        seen.append(len(y))
+        return real(rule, probs, y, g, n)
+
+    monkeypatch.setattr(runner, "selection_score", spy)
+    runner.train_one(table, cfg, cfg.methods[0], 0, tmp_path / "run")
+    n_val = int((table.meta.split == "val").sum())
+    assert seen == [n_val] * cfg.train.epochs
+
+
+def test_holdout_is_disjoint_and_stratified():
+    table = make_synthetic("synth-cxr", 1000, ["site"], 0.9, image_size=32).split("train")
+    keep, hold = runner.carve_holdout(table, 0.1, seed=0)
+    assert len(np.intersect1d(keep, hold)) == 0
+    assert len(keep) + len(hold) == len(table)
+    g = table.group_ids()
+    for gid in np.unique(g):
+        share = np.isin(np.flatnonzero(g == gid), hold).mean()
+        assert share == pytest.approx(0.1, abs=0.05)
+
+
+def test_same_seed_same_result(tmp_path):
+    cfg = _cfg(epochs=1)
+    table = runner.load_dataset(cfg.dataset)
+    a = runner.train_one(table, cfg, cfg.methods[0], 5, tmp_path / "a")
+    b = runner.train_one(table, cfg, cfg.methods[0], 5, tmp_path / "b")
+    np.testing.assert_allclose(a["value"].to_numpy(), b["value"].to_numpy())
+
+
+def test_bf16_autocast_trains(tmp_path):
+    cfg = _cfg(epochs=1, bf16=True)
+    table = runner.load_dataset(cfg.dataset)
+    res = runner.train_one(table, cfg, cfg.methods[0], 0, tmp_path / "r")
+    assert np.isfinite(res["value"].dropna()).all()
