@@ -73,3 +73,11 @@ def test_balancing_weights() -> None:
 def test_no_val_split_gives_no_rows() -> None:
     feats, labels = _split(50, 0)
     assert probe_rows({"train": feats}, {"train": labels}, ["sex"]) == []
+
+
+def test_tsne_plot_is_a_png() -> None:
+    from shortcutlab.report.figures import tsne_plot
+
+    feats, labels = _split(60, 0)
+    png = tsne_plot(feats["f_y"], labels, "f_y", max_points=50)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -441,7 +441,27 @@ def evaluate_method(
             ctx.seed,
         )
     rows += probe_rows(features, labels, info.attributes, fit_split="val", seed=ctx.seed)
+    if ctx.seed == cfg.seeds[0]:
+        _save_tsne(features, labels, ctx)
     return rows
+
+
+def _save_tsne(
+    features: dict[str, dict[str, np.ndarray]], labels: dict[str, dict[str, np.ndarray]], ctx
+) -> None:
+    """t-SNE of ``f_y`` on bal (else inv) into the experiment's ``figures/`` for the report."""
+    from shortcutlab.report.figures import tsne_plot
+
+    split = next((s for s in ("bal", "inv") if s in features and "f_y" in features[s]), None)
+    if split is None or len(features[split]["f_y"]) < 10:
+        return
+    name, seed = ctx.run_dir.parent.name, ctx.seed
+    png = tsne_plot(
+        features[split]["f_y"], labels[split], f"{name}: t-SNE of f_y on {split}", seed=seed
+    )
+    folder = ctx.run_dir.parent.parent / "figures"
+    folder.mkdir(exist_ok=True)
+    (folder / f"tsne_f_y_{name}_seed{seed}.png").write_bytes(png)
 
 
 # ---------------------------------------------------------------------------------------------
