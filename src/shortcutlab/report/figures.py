@@ -161,5 +161,5 @@ def tsne_plot(
         ax.set_xticks([])
         ax.set_yticks([])
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=10, y=1.05)
     return _png(fig)
