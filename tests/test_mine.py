@@ -23,7 +23,7 @@ import torch
 from shortcutlab.estimators.mine import MINE, estimate_mi, fit_mine
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Small matrices: one thread is faster than contended ones (and the test box is shared)."""
     threads = torch.get_num_threads()
