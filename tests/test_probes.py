@@ -70,6 +70,13 @@ def test_balancing_weights() -> None:
     np.testing.assert_allclose(w * 4 / w.sum(), [2 / 3, 2 / 3, 2 / 3, 2])
 
 
+def test_non_finite_features_are_skipped() -> None:
+    feats, labels = _split(100, 0)
+    feats["f_y"][3, 0] = np.nan
+    rows = probe_rows({"val": feats}, {"val": labels}, ["sex"])
+    assert {r["metric"] for r in rows} == {"probe_accuracy[f_sex]"}
+
+
 def test_no_val_split_gives_no_rows() -> None:
     feats, labels = _split(50, 0)
     assert probe_rows({"train": feats}, {"train": labels}, ["sex"]) == []

@@ -64,14 +64,16 @@ def probe_rows(
     keep = np.sort(rng.choice(n, max_fit, replace=False)) if n > max_fit else np.arange(n)
     for block, target in probe_pairs(list(fit_feats), attributes):
         t_fit = fit_labels[target][keep]
-        if len(np.unique(t_fit)) < 2:
-            continue
+        if len(np.unique(t_fit)) < 2 or not np.isfinite(fit_feats[block][keep]).all():
+            continue  # nothing to learn, or diverged features: no row rather than a crash
         cell_of = [target, "y", block[2:] if block[2:] in attributes else None]
         weights = balancing_weights([fit_labels[c][keep] for c in dict.fromkeys(cell_of) if c])
         probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
         probe.fit(fit_feats[block][keep], t_fit, logisticregression__sample_weight=weights)
         for split, feats in features.items():
             if block not in feats or len(labels[split][target]) == 0:
+                continue
+            if not np.isfinite(feats[block]).all():
                 continue
             acc = float((probe.predict(feats[block]) == labels[split][target]).mean())
             rows.append(
