@@ -1,4 +1,4 @@
-"""Command line: ``shortcutlab run | report | datasets | methods`` (contracts.md).
+"""Command line: ``shortcutlab run | report | datasets | methods | debias | audit`` (contracts.md).
 
 User mistakes print one sentence on stderr and exit with status 2; no tracebacks.
 """
@@ -159,6 +159,67 @@ def methods() -> None:
         hp = "\n".join(f"{k} = {v.default!r}  {v.help}" for k, v in cls.hparam_spec().items())
         table.add_row(name, cls.summary, hp)
     out_console.print(table)
+
+
+@app.command()
+def debias(
+    checkpoint: Path = typer.Argument(..., help="checkpoint.pt of a finished run"),
+    data: Path = typer.Option(..., "--data", help="the config the checkpoint was trained with"),
+    attribute: str = typer.Option(None, "--attribute", help="sensitive attribute (default: first)"),
+    external_fraction: float = typer.Option(
+        0.1, "--external-fraction", help="external set size as a fraction of train, drawn from val"
+    ),
+    mask: str = typer.Option(None, "--mask", help="soft (SWiFT, default) | hard (BMFT)"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder"),
+) -> None:
+    """SWiFT on a trained checkpoint: metrics before/after and compute vs the original run."""
+    from shortcutlab.experiment.config import load_config
+    from shortcutlab.experiment.posthoc import debias_checkpoint
+
+    if mask is not None and mask not in ("soft", "hard"):
+        _fail(f"--mask must be soft or hard, not '{mask}'")
+    cfg = load_config(data)
+    results, compute = debias_checkpoint(checkpoint, cfg, out, attribute, external_fraction, mask)
+    _print_before_after(results, compute)
+    console.print(f"results: {out / 'results.csv'}\nreport:  {out / 'report.html'}")
+
+
+def _print_before_after(results, compute) -> None:
+    attr = compute["attribute"]
+    keep = [("y", "accuracy"), ("y", "auroc"), ("y", "worst_group_accuracy"), (attr, "eodds_gap")]
+    table = Table(title=f"SWiFT on {attr}: before -> after (%)")
+    for col in ("split", "metric", *dict.fromkeys(results["method"])):
+        table.add_column(col)
+    for split in ("val", "inv", "bal", "test"):
+        for target, metric in keep:
+            part = results[
+                (results["split"] == split)
+                & (results["target"] == target)
+                & (results["metric"] == metric)
+            ]
+            if not part.empty:
+                table.add_row(split, metric, *[f"{100 * v:.1f}" for v in part["value"]])
+    out_console.print(table)
+    frac = compute.get("samples_fraction")
+    if frac is not None:
+        out_console.print(
+            f"compute: {compute['swift_samples']} samples = {100 * frac:.1f}% of the original "
+            f"run's {compute['original_samples']}; {compute['swift_seconds']:.1f}s"
+        )
+
+
+@app.command()
+def audit(
+    checkpoint: Path = typer.Argument(..., help="checkpoint.pt of a finished run"),
+    data: Path = typer.Option(..., "--data", help="the config the checkpoint was trained with"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder"),
+) -> None:
+    """Per-group metrics, fairness gaps with bootstrap CIs and probe leakage of a checkpoint."""
+    from shortcutlab.experiment.config import load_config
+    from shortcutlab.experiment.posthoc import audit_checkpoint
+
+    audit_checkpoint(checkpoint, load_config(data), out)
+    console.print(f"results: {out / 'results.csv'}\nreport:  {out / 'report.html'}")
 
 
 def main() -> None:

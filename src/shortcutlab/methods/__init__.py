@@ -1,6 +1,18 @@
 """Methods, one file each, registered by name (``shortcutlab methods`` lists them)."""
 
-from shortcutlab.methods import dcor, erm, groupdro, mimm, mimmx, rebalance  # noqa: F401 - register
+from shortcutlab.methods import (  # noqa: F401 - register
+    dcor,
+    dfr,
+    erm,
+    groupdistil,
+    groupdro,
+    jtt,
+    kd,
+    mimm,
+    mimmx,
+    rebalance,
+    swift,
+)
 from shortcutlab.methods.base import Hparam, Method, TaskInfo
 from shortcutlab.methods.registry import METHODS, get_method, register
 

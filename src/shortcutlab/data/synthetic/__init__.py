@@ -117,8 +117,11 @@ def render_synthetic(
     s = {c: float((strengths or {}).get(c, 1.0)) for c in spec.factors}
     # Render in chunks with their own seeded streams: small temporaries stay in cache (about 2x
     # faster than one big batch) and the result does not depend on the machine.
+    if len(factors) == 0:
+        size = int(image_size)
+        return np.zeros((0, spec.channels, size, size), np.uint8), np.zeros((0, size, size), bool)
     images, masks = [], []
-    for start in range(0, max(len(factors), 1), _CHUNK):
+    for start in range(0, len(factors), _CHUNK):
         chunk = {c: v[start : start + _CHUNK] for c, v in values.items()}
         rng = np.random.default_rng([int(seed), start // _CHUNK])
         im, m = spec.render(chunk, rng, int(image_size), s)

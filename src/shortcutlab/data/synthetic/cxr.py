@@ -107,11 +107,11 @@ def render_cxr(
     img = img + 0.7 * bone * ribs * body * (1 - heart)
 
     # Site marker: an "L"-shaped burned-in tag near the top-left corner.
-    x0, y0 = -0.9 + mdx, -0.9 + mdy
+    x0, y0 = -0.92 + mdx, -0.92 + mdy
     mark = np.maximum(
-        interval(x, x0, x0 + 0.07, size) * interval(y, y0, y0 + 0.22, size),
-        interval(x, x0, x0 + 0.16, size) * interval(y, y0 + 0.15, y0 + 0.22, size),
+        interval(x, x0, x0 + 0.09, size) * interval(y, y0, y0 + 0.3, size),
+        interval(x, x0, x0 + 0.22, size) * interval(y, y0 + 0.21, y0 + 0.3, size),
     )
     img = img + (0.95 - img) * np.minimum(site * 0.9, 1) * mark
-    img = img + (0.015 + 0.035 * site) * noise
+    img = img + (0.015 + 0.045 * site) * noise
     return to_uint8(img)[:, None], roi

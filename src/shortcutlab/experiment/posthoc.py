@@ -1,0 +1,240 @@
+"""Post-hoc commands on a finished checkpoint: ``debias`` (SWiFT) and ``audit``.
+
+Both reuse the runner's evaluation (``evaluate_method``), results table and report, so their
+``results.csv`` has the same columns as a run's and ``report.html`` is built the same way.
+
+``debias``: the external set is drawn from the ``val`` split, which the checkpoint never trained
+on (our choice): ``external_fraction`` times the number of training images, stratified by joint
+group and seeded; those rows are reported as split ``external`` and left out of ``val``. Metrics
+before and after SWiFT go to ``results.csv`` (methods ``<name>`` and ``<name>+swift``), SWiFT's
+compute against the original run's to ``compute.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from shortcutlab.data.table import ImageTable
+from shortcutlab.errors import ShortcutlabError
+from shortcutlab.evaluation.audit import fairness_gap_cis, probe_leakage
+from shortcutlab.experiment.config import ExperimentConfig, MethodSpec
+from shortcutlab.experiment.results import make_results, write_csv_atomic, write_text_atomic
+from shortcutlab.experiment.runner import (
+    Context,
+    _tensors,
+    carve_holdout,
+    evaluate_method,
+    load_dataset,
+    method_hparams,
+    resolve_device,
+)
+from shortcutlab.methods import TaskInfo
+from shortcutlab.methods.erm import ERM
+from shortcutlab.methods.swift import (
+    SwiftResult,
+    attribute_index,
+    swift_config_from_hparams,
+    swift_debias,
+)
+from shortcutlab.models.checkpoint import load_trained_model, read_checkpoint
+
+
+def load_run_checkpoint(path: str | Path, table: ImageTable) -> tuple[dict[str, Any], ERM]:
+    """The checkpoint dict and its model wrapped as an ``ERM`` method for evaluation."""
+    ckpt = read_checkpoint(path)
+    if not isinstance(ckpt, Mapping):
+        raise ShortcutlabError(f"'{path}' is not a shortcutlab checkpoint.")
+    info = TaskInfo(
+        num_classes=table.num_classes,
+        attributes=list(table.attributes),
+        attribute_cardinalities=table.attribute_cardinalities(),
+        in_channels=table.in_channels,
+        image_size=table.image_size,
+    )
+    saved = ckpt.get("info") or {}
+    for key in ("in_channels", "image_size", "num_classes"):
+        if key in saved and saved[key] != getattr(info, key):
+            raise ShortcutlabError(
+                f"the checkpoint was trained with {key}={saved[key]}, the data has "
+                f"{getattr(info, key)}; give the config the checkpoint was trained on."
+            )
+    train_cfg = ckpt.get("train") or {}
+    model = load_trained_model(path, info, train_cfg.get("backbone", "small-cnn"))
+    method = ERM(model, info, ERM.hparam_defaults())
+    return dict(ckpt), method
+
+
+def _context(
+    table: ImageTable, method: ERM, cfg: ExperimentConfig, seed: int, out: Path
+) -> Context:
+    device = resolve_device(cfg.train.device)
+    val = _tensors(table.split("val"))
+    return Context(
+        val,
+        val,
+        None,
+        device,
+        seed,
+        cfg.train.batch_size,
+        cfg.train.eval_batch_size,
+        method.info,
+        out,
+        cfg.train.bf16,
+    )
+
+
+def draw_external_set(table: ImageTable, fraction: float, seed: int) -> np.ndarray:
+    """Rows of ``table`` (all from ``val``) forming the external set; see the module doc."""
+    if not 0 < fraction <= 1:
+        raise ShortcutlabError(f"--external-fraction must lie in (0, 1], not {fraction}.")
+    val_rows = np.flatnonzero(table.meta["split"].astype(str).to_numpy() == "val")
+    n_train = int((table.meta["split"].astype(str) == "train").sum())
+    want = int(round(fraction * n_train))
+    if want > len(val_rows):
+        raise ShortcutlabError(
+            f"an external set of {fraction:.0%} of train ({want} images) needs more than the "
+            f"{len(val_rows)} val images; lower --external-fraction."
+        )
+    _, picked = carve_holdout(table.select(val_rows), want / max(len(val_rows), 1), seed)
+    return val_rows[picked]
+
+
+def debias_checkpoint(
+    checkpoint: str | Path,
+    cfg: ExperimentConfig,
+    out: str | Path,
+    attribute: str | None = None,
+    external_fraction: float = 0.1,
+    mask: str | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """SWiFT on a checkpoint; writes results.csv, compute.json, swift.json, config.yaml, report."""
+    from shortcutlab.report.build import build_report
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    table = load_dataset(cfg.dataset)
+    ckpt, method = load_run_checkpoint(checkpoint, table)
+    seed = int(ckpt.get("seed", 0))
+    name = str(ckpt.get("name", ckpt.get("method", "model")))
+    hp = method_hparams(MethodSpec(name="swift"), cfg)
+    if attribute is not None:
+        hp["attribute"] = attribute
+    if mask is not None:
+        hp["mask"] = mask
+    j = attribute_index(method.info, hp.get("attribute"))
+    swift_cfg = swift_config_from_hparams(hp, seed=seed)
+
+    ext_rows = draw_external_set(table, external_fraction, seed)
+    meta = table.meta.copy()
+    meta.loc[ext_rows, "split"] = "external"
+    table = ImageTable(
+        table.images, meta, table.attributes, table.num_classes, table.masks, table.name
+    )
+    ctx = _context(table, method, cfg, seed, out)
+    method.to(ctx.device)
+    before = make_results(evaluate_method(method, table, ctx, cfg), name, seed)
+
+    ext = _tensors(table.select(ext_rows))
+    t0 = time.perf_counter()
+    result: SwiftResult = swift_debias(
+        method.model, ext["x"], ext["y"], ext["z"][:, j], swift_cfg, ctx.device
+    )
+    after = make_results(evaluate_method(method, table, ctx, cfg), f"{name}+swift", seed)
+    results = pd.concat([before, after], ignore_index=True)
+
+    compute = _compute_record(ckpt, result, time.perf_counter() - t0)
+    compute.update(
+        attribute=method.info.attributes[j],
+        external_rows=len(ext_rows),
+        balanced_rows=len(result.kept_rows),
+        mask=swift_cfg.mask,
+    )
+    write_csv_atomic(results, out / "results.csv")
+    write_text_atomic(json.dumps(compute, indent=1), out / "compute.json")
+    write_text_atomic(
+        json.dumps({"hparams": hp, "history": result.history}, indent=1), out / "swift.json"
+    )
+    write_text_atomic(cfg.dump(), out / "config.yaml")
+    torch.save(
+        {**ckpt, "model_state": method.model.state_dict(), "swift": compute}, out / "checkpoint.pt"
+    )
+    build_report(out)
+    return results, compute
+
+
+def _compute_record(ckpt: Mapping[str, Any], result: SwiftResult, seconds: float) -> dict[str, Any]:
+    """SWiFT's samples and seconds next to the original run's (from the checkpoint)."""
+    orig = ckpt.get("compute") or {}
+    orig_samples = orig.get("samples")
+    orig_seconds = orig.get("train_seconds") or orig.get("seconds")
+    rec: dict[str, Any] = {
+        "swift_samples": result.compute.samples_processed,
+        "swift_seconds": result.compute.wall_seconds,
+        "original_samples": orig_samples,
+        "original_train_seconds": orig_seconds,
+    }
+    rec["samples_fraction"] = (
+        result.compute.samples_processed / orig_samples if orig_samples else None
+    )
+    rec["seconds_fraction"] = result.compute.wall_seconds / orig_seconds if orig_seconds else None
+    return rec
+
+
+def audit_checkpoint(
+    checkpoint: str | Path, cfg: ExperimentConfig, out: str | Path
+) -> pd.DataFrame:
+    """Per-group metrics and fairness gaps on every split (the runner's evaluation), bootstrap
+    CIs of the gaps, and linear-probe leakage of every attribute (probe fit on val, scored on
+    the other evaluation splits); writes results.csv, config.yaml and the report."""
+    from shortcutlab.report.build import build_report
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    table = load_dataset(cfg.dataset)
+    ckpt, method = load_run_checkpoint(checkpoint, table)
+    seed = int(ckpt.get("seed", 0))
+    name = str(ckpt.get("name", ckpt.get("method", "model")))
+    ctx = _context(table, method, cfg, seed, out)
+    method.to(ctx.device)
+    rows = evaluate_method(method, table, ctx, cfg)
+    info = method.info
+    val = _tensors(table.split("val"))
+    val_f = ctx.features(method, val)["f"]
+    for split in table.splits:
+        part = _tensors(table.split(split))
+        if len(part["y"]) == 0:
+            continue
+        y, z = part["y"].numpy(), part["z"].numpy()
+        pred = ctx.predict(method, part).argmax(1).numpy()
+        feats = ctx.features(method, part)["f"] if split not in ("val", "train") else None
+        for j, attr in enumerate(info.attributes):
+            if info.num_classes == 2:
+                for gap, (lo, hi) in fairness_gap_cis(
+                    y, pred, z[:, j], cfg.bootstrap, seed
+                ).items():
+                    rows.append(_row(split, attr, f"{gap}_ci_low", lo))
+                    rows.append(_row(split, attr, f"{gap}_ci_high", hi))
+            if feats is not None:
+                leak = probe_leakage(val_f, val["z"][:, j].numpy(), feats, z[:, j], seed)
+                rows.append(_row(split, attr, "probe_balanced_accuracy", leak))
+    results = make_results(rows, name, seed)
+    write_csv_atomic(results, out / "results.csv")
+    write_text_atomic(cfg.dump(), out / "config.yaml")
+    build_report(out)
+    return results
+
+
+def _row(split: str, target: str, metric: str, value: float) -> dict[str, Any]:
+    return {"split": split, "target": target, "metric": metric, "value": float(value)}

@@ -1,0 +1,95 @@
+"""``swift`` inside ``run``, and the ``debias`` and ``audit`` commands end to end on CSV data."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pandas as pd
+import pytest
+from conftest import write_config, write_csv_dataset
+
+from shortcutlab.cli import main
+from shortcutlab.experiment.results import RESULT_COLUMNS
+
+
+def run_cli(args, capsys) -> tuple[int, str, str]:
+    """``shortcutlab ARGS`` in-process: (exit code, stdout, stderr)."""
+    old, sys.argv = sys.argv, ["shortcutlab", *map(str, args)]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = old
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.slow
+def test_swift_in_run_then_debias_and_audit_a_checkpoint(tmp_path, capsys):
+    root = write_csv_dataset(tmp_path / "data", n=480, correlation=0.8)
+    hp = {"swift": {"attribute": "site", "step1_epochs": 2, "step2_epochs": 2, "batch_size": 16}}
+    cfg = write_config(tmp_path / "cfg.yaml", root, methods=["erm", "swift"], hparams=hp)
+    out = tmp_path / "runs"
+    code, _, err = run_cli(["run", cfg, "--out", out, "--quiet"], capsys)
+    assert code == 0, err
+    record = json.loads((out / "swift" / "seed_0" / "swift.json").read_text())
+    assert record["attribute"] == "site" and 0 < record["balanced_rows"] <= record["external_rows"]
+    steps = [h["step"] for h in record["history"]]
+    assert steps.count(1) == 2 and steps.count(2) == 3  # 2 epochs each + the head reset record
+    done = json.loads((out / "swift" / "seed_0" / "done.json").read_text())
+    erm_done = json.loads((out / "erm" / "seed_0" / "done.json").read_text())
+    # the external set is carved from train, and SWiFT's samples are counted in the run's compute
+    swift_samples = record["compute"]["samples_processed"]
+    assert swift_samples == (2 + 2 + 1) * record["balanced_rows"]
+    assert 0 < done["compute"]["samples"] - swift_samples < erm_done["compute"]["samples"]
+
+    ckpt = out / "erm" / "seed_0" / "checkpoint.pt"
+    dout = tmp_path / "debias"
+    args = ["debias", ckpt, "--data", cfg, "--attribute", "site", "--external-fraction", "0.25"]
+    code, stdout, err = run_cli([*args, "--out", dout], capsys)
+    assert code == 0, err
+    res = pd.read_csv(dout / "results.csv")
+    assert list(res.columns) == RESULT_COLUMNS
+    assert set(res["method"]) == {"erm", "erm+swift"}
+    assert {"external", "val", "inv", "bal"} <= set(res["split"])
+    assert (res[res.metric == "eodds_gap"].groupby("method").size() > 0).all()
+    compute = json.loads((dout / "compute.json").read_text())
+    assert compute["attribute"] == "site" and compute["external_rows"] == 60  # 25% of 240 train
+    assert compute["samples_fraction"] == compute["swift_samples"] / compute["original_samples"]
+    assert (dout / "report.html").exists() and "before -> after" in stdout
+
+    code, _, err = run_cli([*args, "--out", dout, "--mask", "hard"], capsys)
+    assert code == 0, err
+    assert json.loads((dout / "compute.json").read_text())["mask"] == "hard"
+
+    aout = tmp_path / "audit"
+    code, _, err = run_cli(["audit", ckpt, "--data", cfg, "--out", aout], capsys)
+    assert code == 0, err
+    res = pd.read_csv(aout / "results.csv")
+    site = res[(res.target == "site") & (res.split == "bal")].set_index("metric")["value"]
+    assert site["eodds_gap_ci_low"] <= site["eodds_gap"] <= site["eodds_gap_ci_high"]
+    assert 0 <= site["probe_balanced_accuracy"] <= 1
+    assert "group_accuracy[y=1,site=0]" in set(res["metric"])
+
+
+@pytest.mark.slow
+def test_debias_mistakes_give_one_sentence(tmp_path, capsys):
+    root = write_csv_dataset(tmp_path / "data", n=240)
+    cfg = write_config(tmp_path / "cfg.yaml", root)
+    out = tmp_path / "runs"
+    code, _, err = run_cli(["run", cfg, "--out", out, "--quiet", "train.epochs=1"], capsys)
+    assert code == 0, err
+    ckpt = out / "erm" / "seed_0" / "checkpoint.pt"
+    cases = [
+        (["--attribute", "sex"], "SWiFT attribute 'sex' is not one of: site"),
+        (["--external-fraction", "0.9"], "lower --external-fraction"),
+        (["--mask", "medium"], "--mask must be soft or hard"),
+    ]
+    for extra, message in cases:
+        code, _, err = run_cli(["debias", ckpt, "--data", cfg, "--out", out / "d", *extra], capsys)
+        assert code == 2 and message in " ".join(err.split()), err
+    code, _, err = run_cli(["audit", out / "nope.pt", "--data", cfg, "--out", out / "a"], capsys)
+    assert code == 2 and "does not exist" in err
