@@ -26,6 +26,7 @@ from shortcutlab.data.sources import load_csv_dataset, load_npz_dataset, make_sy
 from shortcutlab.data.table import ImageTable
 from shortcutlab.errors import ShortcutlabError
 from shortcutlab.evaluation.metrics import evaluate_split, selection_score
+from shortcutlab.evaluation.probes import probe_rows
 from shortcutlab.experiment.config import DatasetConfig, ExperimentConfig, MethodSpec
 from shortcutlab.experiment.results import (
     RESULT_COLUMNS,
@@ -424,10 +425,15 @@ def evaluate_method(
     """Metric rows on every split the data has (inv/bal/test are looked at only here)."""
     rows: list[dict] = []
     info = ctx.info
+    features: dict[str, dict[str, np.ndarray]] = {}
+    labels: dict[str, dict[str, np.ndarray]] = {}
     for split in table.splits:
         part = _tensors(table.split(split))
         if len(part["y"]) == 0:
             continue
+        features[split] = ctx.features(method, part)
+        labels[split] = {"y": part["y"].numpy()}
+        labels[split].update({a: part["z"][:, j].numpy() for j, a in enumerate(info.attributes)})
         probs = torch.softmax(ctx.predict(method, part), 1).numpy()
         rows += evaluate_split(
             split,
@@ -440,7 +446,28 @@ def evaluate_method(
             cfg.bootstrap,
             ctx.seed,
         )
+    rows += probe_rows(features, labels, info.attributes, fit_split="val", seed=ctx.seed)
+    if ctx.seed == cfg.seeds[0]:
+        _save_tsne(features, labels, ctx)
     return rows
+
+
+def _save_tsne(
+    features: dict[str, dict[str, np.ndarray]], labels: dict[str, dict[str, np.ndarray]], ctx
+) -> None:
+    """t-SNE of ``f_y`` on bal (else inv) into the experiment's ``figures/`` for the report."""
+    from shortcutlab.report.figures import tsne_plot
+
+    split = next((s for s in ("bal", "inv") if s in features and "f_y" in features[s]), None)
+    if split is None or len(features[split]["f_y"]) < 10:
+        return
+    name, seed = ctx.run_dir.parent.name, ctx.seed
+    png = tsne_plot(
+        features[split]["f_y"], labels[split], f"{name}: t-SNE of f_y on {split}", seed=seed
+    )
+    folder = ctx.run_dir.parent.parent / "figures"
+    folder.mkdir(exist_ok=True)
+    (folder / f"tsne_f_y_{name}_seed{seed}.png").write_bytes(png)
 
 
 # ---------------------------------------------------------------------------------------------

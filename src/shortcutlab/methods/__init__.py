@@ -2,6 +2,7 @@
 
 from shortcutlab.methods import (  # noqa: F401 - register
     cutmix,
+    dcor,
     dfr,
     erm,
     groupdistil,
@@ -10,6 +11,8 @@ from shortcutlab.methods import (  # noqa: F401 - register
     jtt,
     kd,
     maskmedpaint,
+    mimm,
+    mimmx,
     mixup,
     oracle,
     rebalance,

@@ -132,3 +132,34 @@ def training_curves(logs: dict[str, list[dict]], key: str) -> bytes:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return _png(fig)
+
+
+def tsne_plot(
+    features: np.ndarray,
+    labels: dict[str, np.ndarray],
+    title: str = "",
+    max_points: int = 1000,
+    seed: int = 0,
+) -> bytes:
+    """t-SNE (scikit-learn) of one feature block, one panel per colouring (``y``, each attribute).
+
+    For ``f_y`` of a disentangled model, panels coloured by an attribute show no structure.
+    """
+    from sklearn.manifold import TSNE
+
+    rng = np.random.default_rng(seed)
+    n = len(features)
+    keep = np.sort(rng.choice(n, max_points, replace=False)) if n > max_points else np.arange(n)
+    emb = TSNE(
+        2, init="pca", perplexity=min(30.0, max(5.0, (len(keep) - 1) / 4)), random_state=seed
+    )
+    xy = emb.fit_transform(features[keep].astype(np.float32))
+    fig, axes = plt.subplots(1, len(labels), figsize=(3.2 * len(labels), 3.2), squeeze=False)
+    for ax, (name, values) in zip(axes[0], labels.items(), strict=True):
+        ax.scatter(xy[:, 0], xy[:, 1], c=values[keep], cmap="coolwarm", s=4, alpha=0.7)
+        ax.set_title(f"coloured by {name}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10, y=1.05)
+    return _png(fig)

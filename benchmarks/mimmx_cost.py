@@ -1,0 +1,84 @@
+"""Cost of MIMM-X: seconds per encoder update of ``mimmx`` against ``erm``.
+
+One ``update`` of mimmx is one encoder/heads step plus ``N_B - 1`` steps of the statistics network
+over all B x B pairs, so its cost grows with B^2 * mine_hidden^2 * N_B. Same model (small-cnn),
+random 64x64 inputs, batch size and threads for every variant; updates are timed after warm-up,
+the variants interleaved and repeated, the median reported. Usage:
+
+    .venv/bin/python benchmarks/mimmx_cost.py [--batch-size 150] [--updates 3] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from shortcutlab.methods import TaskInfo, get_method
+from shortcutlab.models import build_model
+
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "erm": ("erm", {}),
+    "mimmx (paper: N_B 6, hidden 400)": ("mimmx", {}),
+    "mimmx hidden 128": ("mimmx", {"mine_hidden": 128}),
+    "mimmx N_B 3, hidden 128": ("mimmx", {"mine_hidden": 128, "n_b": 3}),
+    "mimmx pairwise": ("mimmx", {"caw_mode": "pairwise"}),
+}
+
+
+def build(name: str, params: dict, info: TaskInfo, seed: int = 0):
+    cls = get_method(name)
+    hp = {**cls.hparam_defaults(), **params}
+    dim = cls.encoder_dim(info, hp) or 128
+    torch.manual_seed(seed)
+    model = build_model("small-cnn", info.in_channels, info.num_classes, info.image_size, dim)
+    return cls(model, info, hp)
+
+
+def seconds_per_update(method, batch: dict[str, torch.Tensor], updates: int) -> float:
+    method.train()
+    method.update(batch)  # warm-up (optimiser state, allocations)
+    start = time.perf_counter()
+    for _ in range(updates):
+        method.update(batch)
+    return (time.perf_counter() - start) / updates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=150, help="the paper's brain-MRI batch")
+    parser.add_argument("--updates", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--image-size", type=int, default=64)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    info = TaskInfo(2, ["sex", "dataset"], [2, 2], 1, args.image_size, epochs=10)
+    gen = torch.Generator().manual_seed(0)
+    b = args.batch_size
+    batch = {
+        "x": torch.rand(b, 1, args.image_size, args.image_size, generator=gen),
+        "y": torch.randint(0, 2, (b,), generator=gen),
+        "z": torch.randint(0, 2, (b, 2), generator=gen),
+        "g": torch.randint(0, 8, (b,), generator=gen),
+        "idx": torch.arange(b),
+    }
+    methods = {label: build(name, params, info) for label, (name, params) in VARIANTS.items()}
+    times: dict[str, list[float]] = {label: [] for label in methods}
+    for _ in range(args.repeats):
+        for label, method in methods.items():
+            times[label].append(seconds_per_update(method, batch, args.updates))
+    erm = statistics.median(times["erm"])
+    out = {
+        label: {"seconds_per_update": statistics.median(t), "x_erm": statistics.median(t) / erm}
+        for label, t in times.items()
+    }
+    print(json.dumps({"batch_size": b, "threads": args.threads, "results": out}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""dCor, MIMM and MIMM-X on a toy problem where y and the first attribute share a signal.
+
+Toy: ``x`` in R^8 with ``x0 ~ y``, ``x1 ~ z1``, ``x2 ~ z2`` plus noise, ``P(z1 = y) = 0.9`` and
+``z2`` independent of everything; a two-layer MLP encoder. Each penalised run is compared with the
+same method at ``lambda = 0`` (heads only, same seed and batches). Small test settings
+(our choice): statistics networks of width 64, N_B 3, MINE lr 1e-4, 200 updates of 64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from shortcutlab.estimators.dcor import distance_correlation
+from shortcutlab.methods import TaskInfo, get_method
+from shortcutlab.methods.mimmx import dls_gammas
+from shortcutlab.models import EncoderHeadModel
+
+STEPS = 200
+MINE_TEST = {"mine_hidden": 64, "n_b": 3, "mine_lr": 1e-4}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def toy(n: int, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    z1 = torch.where(torch.rand(n, generator=g) < 0.9, y, 1 - y)
+    z2 = torch.randint(0, 2, (n,), generator=g)
+    x = torch.randn(n, 8, generator=g) * 0.5
+    x[:, 0] += y
+    x[:, 1] += z1
+    x[:, 2] += z2
+    return {
+        "x": x,
+        "y": y,
+        "z": torch.stack([z1, z2], 1),
+        "g": y * 4 + z1 * 2 + z2,
+        "idx": torch.arange(n),
+    }
+
+
+def build(name: str, **hp):
+    cls = get_method(name)
+    info = TaskInfo(2, ["a1", "a2"], [2, 2], epochs=4, steps_per_epoch=50)
+    hparams = {**cls.hparam_defaults(), **hp}
+    dim = cls.encoder_dim(info, hparams)
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, dim))
+    return cls(EncoderHeadModel(encoder, nn.Linear(dim, 2), dim), info, hparams)
+
+
+def train(method, steps: int = STEPS) -> list[dict[str, float]]:
+    data = toy(2048, 0)
+    g = torch.Generator().manual_seed(0)
+    logs = []
+    for _ in range(steps):
+        i = torch.randint(0, 2048, (64,), generator=g)
+        logs.append(method.update({k: v[i] for k, v in data.items()}))
+    return logs
+
+
+def tail(logs: list[dict[str, float]], key: str, n: int = 20) -> float:
+    return sum(entry[key] for entry in logs[-n:]) / n
+
+
+@torch.no_grad()
+def test_feature_dcor(method) -> float:
+    method.eval()
+    feats = method.features(toy(512, 1)["x"])
+    return distance_correlation(feats["f_y"], feats["f_a1"]).item()
+
+
+test_feature_dcor.__test__ = False  # a helper, not a test
+
+
+@pytest.fixture(scope="module")
+def mimmx_runs():
+    with_mi = build("mimmx", **MINE_TEST)
+    without = build("mimmx", **MINE_TEST, **{"lambda": 0.0})
+    return (with_mi, train(with_mi)), (without, train(without))
+
+
+def test_dcor_penalty_lowers_dcor() -> None:
+    plain, penalised = build("dcor", **{"lambda": 0.0}), build("dcor", **{"lambda": 1.0})
+    train(plain, 150), train(penalised, 150)
+    d_plain, d_pen = test_feature_dcor(plain), test_feature_dcor(penalised)
+    assert d_pen < d_plain - 0.2, (d_pen, d_plain)
+
+
+def test_mimm_penalty_lowers_its_mi_estimate() -> None:
+    plain, penalised = build("mimm", **MINE_TEST, **{"lambda": 0.0}), build("mimm", **MINE_TEST)
+    logs_plain, logs_pen = train(plain), train(penalised)
+    assert tail(logs_pen, "mi_mine_steps") < 0.5 * tail(logs_plain, "mi_mine_steps")
+    # the independent measure must not get worse
+    assert test_feature_dcor(penalised) <= test_feature_dcor(plain) + 0.02
+
+
+def test_mimmx_penalty_lowers_its_mi_estimate(mimmx_runs) -> None:
+    (with_mi, logs), (without, logs_plain) = mimmx_runs
+    assert tail(logs, "mi_mine_steps") < 0.5 * tail(logs_plain, "mi_mine_steps")
+    assert test_feature_dcor(with_mi) <= test_feature_dcor(without) + 0.02
+
+
+def test_caw_attends_to_the_informative_confounder(mimmx_runs) -> None:
+    (method, _), (plain, _) = mimmx_runs
+    a = method.attention().detach()
+    assert abs(a.sum().item() - 1.0) < 1e-6 and (a > 0).all()
+    assert a[0] > 0.6 > a[1], a  # z1 shares the signal of y, z2 is independent
+    # with lambda 0 the MI term has no gradient: attention stays uniform
+    torch.testing.assert_close(plain.attention().detach(), torch.full((2,), 0.5))
+
+
+def test_caw_pairwise_mode_attends_to_the_informative_confounder() -> None:
+    method = build("mimmx", **MINE_TEST, caw_mode="pairwise")
+    train(method, 150)
+    a = method.attention().detach()
+    assert a[0] > a[1], a
+
+
+def test_dls_gammas_follow_the_formula_and_the_alpha_schedule() -> None:
+    method = build("mimmx", alpha_y=0.3, alpha_z=0.8, beta_y=0.5)
+    losses = [0.2, 0.9, 0.4]
+    mean = sum(losses) / 3
+    for epoch in range(method.info.epochs + 1):
+        alpha_y = 0.3 + epoch / method.info.epochs * 0.5
+        assert method.alpha_y() == pytest.approx(alpha_y)
+        expected = [(0.2 / mean) ** alpha_y, (0.9 / mean) ** 0.8, (0.4 / mean) ** 0.8]
+        assert method.gammas(losses) == pytest.approx(expected)
+        method.on_epoch_end(epoch, None)  # the runner's hook after 0-based epoch
+    assert dls_gammas([1.0, 1.0], [0.3, 0.8]) == [1.0, 1.0]
+    assert dls_gammas([0.0, 0.0], [0.3, 0.8]) == [1.0, 1.0]
+
+
+def test_dls_off_gives_unit_gammas() -> None:
+    method = build("mimmx", dls=False)
+    assert method.gammas([0.2, 0.9, 0.4]) == [1.0, 1.0, 1.0]
+    logs = train(method, 2)
+    assert logs[-1]["gamma_y"] == logs[-1]["gamma_a1"] == logs[-1]["gamma_a2"] == 1.0
+
+
+def test_caw_off_keeps_uniform_attention() -> None:
+    method = build("mimmx", caw=False, **MINE_TEST)
+    train(method, 5)
+    torch.testing.assert_close(method.attention().detach(), torch.full((2,), 0.5))
+
+
+@pytest.mark.parametrize(
+    "name,hp",
+    [
+        ("dcor", {}),
+        ("mimm", {"mine_hidden": 32}),
+        ("mimmx", {"mine_hidden": 32}),
+        ("mimmx", {"mine_hidden": 32, "caw_mode": "pairwise", "mine_ema_alpha": 0.1}),
+    ],
+)
+def test_update_is_finite_and_changes_parameters(name: str, hp: dict) -> None:
+    method = build(name, **hp)
+    before = {k: v.detach().clone() for k, v in method.named_parameters()}
+    logs = train(method, 3)
+    assert all(math.isfinite(v) for entry in logs for v in entry.values())
+    after = dict(method.named_parameters())
+    changed = {k for k in before if not torch.equal(before[k], after[k].detach())}
+    assert any(k.startswith("model.encoder") for k in changed)
+    assert any(k.startswith("model.head") for k in changed)
+    assert any(k.startswith("z_heads") for k in changed)
+    if name != "dcor":
+        assert any(k.startswith("mines") for k in changed)
+    feats = method.features(toy(16, 2)["x"])
+    assert set(feats) >= {"f", "f_y", "f_a1"}
+    assert method.predict(toy(16, 2)["x"]).shape == (16, 2)
+
+
+def test_predict_reads_only_f_y() -> None:
+    method = build("mimmx")
+    method.eval()
+    x = toy(8, 3)["x"]
+    f = method.model.features(x)
+    f_other = f.clone()
+    f_other[:, 32:] = torch.randn_like(f_other[:, 32:])
+    torch.testing.assert_close(method.model.head(f), method.model.head(f_other))
+
+
+def test_encoder_dim_and_feature_blocks() -> None:
+    info = TaskInfo(2, ["sex", "site", "age"], [2, 3, 2])
+    hp = get_method("mimmx").hparam_defaults()
+    assert get_method("mimmx").encoder_dim(info, hp) == 32 + 3 * 16
+    assert get_method("mimm").encoder_dim(info, get_method("mimm").hparam_defaults()) == 32 + 16
