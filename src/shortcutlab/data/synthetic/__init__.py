@@ -4,8 +4,10 @@ Each dataset renders a binary task ``y`` and binary attributes ``z`` from a tabl
 a per-factor visual ``strength`` (1.0 = default, 0.0 = invisible), so splits with any correlation
 between ``y`` and ``z`` (train/val, inv, bal; see docs/methods.md section 1) and exact
 counterfactuals ("same image, only the marker changed") are one call away. The defaults are
-calibrated so that every attribute is easier for a small CNN to learn than the task, which is
-what makes a model trained on correlated data take the shortcut.
+calibrated (``benchmarks/calibrate_synthetic.py``) so that every attribute is easier for a small
+CNN to learn than the task, which is what makes a model trained on correlated data take the
+shortcut: with P(z = y) = 0.9, ERM (small CNN, 10 epochs on 3,600 images) scores val/inv
+85.5/59.5 (cxr, z = sex), 91.8/42.8 (derm, z = ruler), 96.7/72.8 (mri, z = sex).
 
 Nuisance variation (position, size, texture, noise) comes from ``seed`` and is drawn in a fixed
 order that does not depend on the factor values, so flipping one factor with the same seed
