@@ -206,9 +206,9 @@ def _steps_to(curve: list[float], level: float, every: int) -> float:
     return (hits[0] + 1) * every if hits else float("inf")
 
 
-# At most 8 epochs of 3,000 for the task (stopping early once it is learned); each attribute gets
+# At most 16 epochs of 3,000 for the task (stopping early once it is learned); each attribute gets
 # as many steps as the task needed.
-Y_STEPS, EVERY = 184, 8
+Y_STEPS, EVERY = 368, 8
 
 
 # Open calibration issue (see benchmarks/calibrate_synthetic.py): at the defaults that make ERM
