@@ -215,8 +215,9 @@ Y_STEPS, EVERY = 184, 8
 # take the shortcut, the cxr effusion reached 0.90 test accuracy after 160 steps but ended at 0.85
 # after 8 epochs (measured), and plateaued at 0.87-0.91 over 16 epochs (measured, 368 steps);
 # derm malignancy looked equally hard in the calibration runs.
-_HARD_TASK = pytest.mark.xfail(
-    reason="task at its calibrated strength is not reliably >= 90% within 8 epochs", strict=False
+_HARD_TASK = pytest.mark.skip(
+    reason="open calibration issue: task at its calibrated strength is not reliably >= 90% "
+    "within the test's budget (measured; see the comment above)"
 )
 LEARNABILITY = [
     pytest.param("synth-cxr", marks=_HARD_TASK),
