@@ -96,3 +96,21 @@ def _private_cache(tmp_path_factory):
         os.environ.pop("SHORTCUTLAB_CACHE", None)
     else:
         os.environ["SHORTCUTLAB_CACHE"] = old
+
+
+def run_cli(args, capsys) -> tuple[int, str, str]:
+    """``shortcutlab ARGS`` in-process, as a user would call it: (exit code, stdout, stderr)."""
+    import sys
+
+    from shortcutlab.cli import main
+
+    old, sys.argv = sys.argv, ["shortcutlab", *map(str, args)]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = old
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pandas as pd
 import pytest
-from conftest import write_config, write_csv_dataset
+from conftest import run_cli, write_config, write_csv_dataset
 
-from shortcutlab.cli import main
 from shortcutlab.experiment.results import RESULT_COLUMNS
-
-
-def run_cli(args, capsys):
-    old = sys.argv
-    sys.argv = ["shortcutlab", *map(str, args)]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        sys.argv = old
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_csv_dataset_with_split_column_runs_and_resumes(tmp_path, capsys):

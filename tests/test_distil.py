@@ -13,8 +13,8 @@ from torch import nn
 from shortcutlab.errors import ShortcutlabError
 from shortcutlab.methods import get_method
 from shortcutlab.methods.base import TaskInfo
-from shortcutlab.methods.groupdistil import GroupDistil, group_weighted_loss
-from shortcutlab.methods.groupdro import GroupDRO
+from shortcutlab.methods.groupdistil import GroupDistil
+from shortcutlab.methods.groupdro import GroupDRO, group_weighted_loss
 from shortcutlab.methods.kd import KD, distillation_loss
 from shortcutlab.models import EncoderHeadModel, build_model
 from shortcutlab.models.checkpoint import load_trained_model as load_teacher

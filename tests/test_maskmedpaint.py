@@ -4,17 +4,15 @@ generate command and the generation/mixing methods run end to end."""
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import write_config, write_csv_dataset
+from conftest import run_cli, write_config, write_csv_dataset
 from PIL import Image
 
 import shortcutlab.generative.maskmedpaint as mmp
-from shortcutlab.cli import main
 from shortcutlab.errors import ShortcutlabError
 
 TINY = {
@@ -129,19 +127,6 @@ def test_text2img_samples_whole_images(tmp_path):
 def test_domain_split_needs_both_domains():
     with pytest.raises(ShortcutlabError, match="target rows"):
         mmp.split_domains(np.zeros(10, int), 1, 5, 0)
-
-
-def run_cli(args, capsys):
-    old = sys.argv
-    sys.argv = ["shortcutlab", *map(str, args)]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = old
-    return code, *capsys.readouterr()
 
 
 def test_generate_command_writes_a_loadable_dataset(tmp_path, capsys):

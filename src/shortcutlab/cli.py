@@ -6,6 +6,7 @@ User mistakes print one sentence on stderr and exit with status 2; no tracebacks
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -30,6 +31,27 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 out_console = Console()
+
+
+@contextmanager
+def _progress(quiet: bool):
+    """A rich progress display; yields ``update(label, done, total)``, one bar per label."""
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=console, disable=quiet) as progress:
+        tasks: dict[str, int] = {}
+
+        def update(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=total)
+            progress.update(tasks[label], completed=done)
+
+        yield update
 
 
 def _fail(message: str) -> None:
@@ -74,21 +96,7 @@ def _run_one(cfg, out: Path, quiet: bool) -> None:
     from shortcutlab.report.build import build_report
 
     say = (lambda msg: console.print(f"[dim]{msg}[/]", highlight=False)) if not quiet else None
-    columns = [
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    ]
-    with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
-        tasks: dict[str, int] = {}
-
-        def update(label: str, done: int, total: int) -> None:
-            if label not in tasks:
-                tasks[label] = progress.add_task(label, total=total)
-            progress.update(tasks[label], completed=done)
-
+    with _progress(quiet) as update:
         run_experiment(cfg, out, progress=update, on_event=say)
     report = build_report(out)
     if not quiet:
@@ -140,21 +148,7 @@ def generate(
     if len(paths) != 1:
         _fail("give one config file, then key=value overrides")
     cfg = load_config(paths[0], None, [i for i in items if "=" in i])
-    columns = [
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    ]
-    with Progress(*columns, console=console, disable=quiet) as progress:
-        tasks: dict[str, int] = {}
-
-        def update(label: str, done: int, total: int) -> None:
-            if label not in tasks:
-                tasks[label] = progress.add_task(label, total=total)
-            progress.update(tasks[label], completed=done)
-
+    with _progress(quiet) as update:
         table = generate_dataset(cfg, generator, out, update)
     console.print(f"{len(table)} generated images: {out / 'metadata.csv'}")
 

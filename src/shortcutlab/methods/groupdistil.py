@@ -13,23 +13,9 @@ from __future__ import annotations
 import torch
 
 from shortcutlab.methods.base import Hparam
+from shortcutlab.methods.groupdro import group_weighted_loss
 from shortcutlab.methods.kd import KD, distillation_loss
 from shortcutlab.methods.registry import register
-
-
-def group_weighted_loss(
-    losses: torch.Tensor, g: torch.Tensor, q: torch.Tensor, eta: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """GroupDRO step on per-example losses: returns ``(L, new q, per-group losses l_g)``."""
-    n = len(q)
-    counts = torch.bincount(g, minlength=n).float()
-    sums = torch.zeros(n, device=losses.device).index_add(0, g, losses.float())
-    present = counts > 0
-    group_loss = torch.where(present, sums / counts.clamp_min(1), torch.zeros_like(sums))
-    with torch.no_grad():
-        new_q = q * torch.exp(eta * group_loss.detach() * present)
-        new_q = new_q / new_q.sum()
-    return (new_q * group_loss).sum(), new_q, group_loss
 
 
 @register

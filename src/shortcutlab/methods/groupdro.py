@@ -14,6 +14,25 @@ from shortcutlab.methods.base import Hparam, Method
 from shortcutlab.methods.registry import register
 
 
+def group_weighted_loss(
+    losses: torch.Tensor, g: torch.Tensor, q: torch.Tensor, eta: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One GroupDRO step on per-example losses: returns ``(L, new q, per-group losses l_g)``.
+
+    Groups absent from the batch get no exponentiated update (they only lose weight through the
+    renormalisation).
+    """
+    n = len(q)
+    counts = torch.bincount(g, minlength=n).float()
+    sums = torch.zeros(n, device=losses.device).index_add(0, g, losses.float())
+    present = counts > 0
+    group_loss = torch.where(present, sums / counts.clamp_min(1), torch.zeros_like(sums))
+    with torch.no_grad():
+        new_q = q * torch.exp(eta * group_loss.detach() * present)
+        new_q = new_q / new_q.sum()
+    return (new_q * group_loss).sum(), new_q, group_loss
+
+
 @register
 class GroupDRO(Method):
     name = "groupdro"
@@ -31,15 +50,8 @@ class GroupDRO(Method):
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         losses = F.cross_entropy(self.predict(batch["x"]).float(), batch["y"], reduction="none")
-        g = batch["g"]
-        n = self.info.num_groups
-        counts = torch.bincount(g, minlength=n).float()
-        sums = torch.zeros(n, device=losses.device).index_add(0, g, losses)
-        present = counts > 0
-        group_loss = torch.where(present, sums / counts.clamp_min(1), torch.zeros_like(sums))
-        with torch.no_grad():
-            q = self.q * torch.exp(self.hparams["eta"] * group_loss.detach() * present)
-            self.q.copy_(q / q.sum())
-        loss = (self.q * group_loss).sum()
+        loss, q, group_loss = group_weighted_loss(losses, batch["g"], self.q, self.hparams["eta"])
+        self.q.copy_(q)
         self.step(loss)
+        present = torch.bincount(batch["g"], minlength=len(q)) > 0
         return {"loss": loss.item(), "worst_group_loss": group_loss[present].max().item()}
