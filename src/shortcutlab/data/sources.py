@@ -225,14 +225,12 @@ def load_csv_dataset(
 
     if "split" in df.columns:
         splits = df["split"].astype(str)
-        unknown = sorted(set(splits) - VALID_SPLITS)
         meta["split"] = splits
         if "train" not in set(splits) or "val" not in set(splits):
             raise ShortcutlabError(
                 f"{csv_path}: the 'split' column needs at least 'train' and 'val' rows "
                 f"(found: {', '.join(sorted(set(splits)))})"
             )
-        del unknown  # domain names are allowed as extra splits (contracts.md)
         realised = meta
     else:
         realised, _ = build_splits(meta, attributes, num_classes, correlation, seed, fractions)

@@ -64,11 +64,6 @@ class SplitReport:
 
     counts: pd.DataFrame  # index: cell label; columns: splits
 
-    def to_markdown(self) -> str:
-        return (
-            self.counts.to_markdown() if hasattr(self.counts, "to_markdown") else str(self.counts)
-        )
-
 
 def _cell_label(attributes: list[str], cell: tuple[int, ...]) -> str:
     return ",".join([f"y={cell[0]}"] + [f"{a}={v}" for a, v in zip(attributes, cell[1:])])

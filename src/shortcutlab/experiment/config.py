@@ -153,7 +153,7 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 def validation_message(exc: ValidationError, source: str) -> str:
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int) or True)
+    loc = ".".join(str(p) for p in err["loc"])
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
@@ -180,5 +180,7 @@ def load_config(
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
         raise ShortcutlabError(
-            validation_message(exc, str(path or f"preset {preset}" or "config"))
+            validation_message(
+                exc, str(path) if path else (f"preset {preset}" if preset else "config")
+            )
         ) from None

@@ -107,6 +107,18 @@ def draw_external_set(table: ImageTable, fraction: float, seed: int) -> np.ndarr
     return val_rows[picked]
 
 
+def _open_checkpoint(checkpoint: str | Path, cfg: ExperimentConfig, out: Path):
+    """What ``debias`` and ``audit`` both start from: the out folder, the data, the model."""
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    table = load_dataset(cfg.dataset)
+    ckpt, method = load_run_checkpoint(checkpoint, table)
+    seed = int(ckpt.get("seed", 0))
+    name = str(ckpt.get("name", ckpt.get("method", "model")))
+    return table, ckpt, method, seed, name
+
+
 def debias_checkpoint(
     checkpoint: str | Path,
     cfg: ExperimentConfig,
@@ -119,13 +131,7 @@ def debias_checkpoint(
     from shortcutlab.report.build import build_report
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
-    table = load_dataset(cfg.dataset)
-    ckpt, method = load_run_checkpoint(checkpoint, table)
-    seed = int(ckpt.get("seed", 0))
-    name = str(ckpt.get("name", ckpt.get("method", "model")))
+    table, ckpt, method, seed, name = _open_checkpoint(checkpoint, cfg, out)
     hp = method_hparams(MethodSpec(name="swift"), cfg)
     if attribute is not None:
         hp["attribute"] = attribute
@@ -199,13 +205,7 @@ def audit_checkpoint(
     from shortcutlab.report.build import build_report
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
-    table = load_dataset(cfg.dataset)
-    ckpt, method = load_run_checkpoint(checkpoint, table)
-    seed = int(ckpt.get("seed", 0))
-    name = str(ckpt.get("name", ckpt.get("method", "model")))
+    table, ckpt, method, seed, name = _open_checkpoint(checkpoint, cfg, out)
     ctx = _context(table, method, cfg, seed, out)
     method.to(ctx.device)
     rows = evaluate_method(method, table, ctx, cfg)

@@ -343,12 +343,13 @@ def train_one(
     method.on_train_start(ctx)
     best_score, best_state, best_epoch = -np.inf, None, -1
     train_seconds = 0.0
+    weights = ctx.sampling_weights(method, train)
     for epoch in range(cfg.train.epochs):
         method.train()
         sums: dict[str, float] = {}
         n_batches = 0
         t_epoch = time.perf_counter()
-        for batch in ctx.batches(train, weights=ctx.sampling_weights(method, train), generator=gen):
+        for batch in ctx.batches(train, weights=weights, generator=gen):
             with ctx.autocast():
                 losses = method.update(batch)
             ctx.samples_seen += len(batch["y"])
