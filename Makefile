@@ -21,7 +21,7 @@ run: install
 	$(BIN)/shortcutlab run --preset quick --out runs/quick
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

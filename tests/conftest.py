@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-torch.set_num_threads(2)
+# Under pytest-xdist (`make test` runs two workers) each worker gets one core; alone, two threads.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 def write_csv_dataset(

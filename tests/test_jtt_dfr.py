@@ -9,6 +9,7 @@ from _fake_context import FakeContext
 from torch import nn
 
 from shortcutlab.errors import ShortcutlabError
+from shortcutlab.experiment.runner import torch_threads
 from shortcutlab.methods import get_method
 from shortcutlab.methods.base import TaskInfo
 from shortcutlab.methods.dfr import DFR, fit_balanced_head, group_balanced_subsample
@@ -90,7 +91,11 @@ def test_fit_balanced_head_reproduces_logits_in_feature_space():
 
 
 def test_dfr_head_retraining_improves_worst_group_accuracy():
-    torch.set_num_threads(1)
+    with torch_threads(1):
+        _dfr_improves_worst_group()
+
+
+def _dfr_improves_worst_group():
     train, holdout, test = toy(2000, 0.9, 0), toy(500, 0.9, 1), toy(4000, 0.5, 2)
     method = DFR(mlp(), INFO, {**DFR.hparam_defaults(), "lr": 1e-2, "weight_decay": 0.0})
     for _ in range(100):

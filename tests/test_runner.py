@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from shortcutlab.data.sources import make_synthetic
 from shortcutlab.experiment import runner
@@ -32,6 +33,16 @@ def test_synthetic_dataset_realises_the_design_and_is_cached(_private_cache):
     files[0].write_bytes(b"corrupt")  # a damaged cache entry is regenerated, not trusted
     c = make_synthetic("synth-cxr", 800, ["site"], 0.9, seed=3, image_size=32)
     assert np.array_equal(a.images, c.images)
+
+
+def test_cache_is_not_reused_after_the_renderer_changes(_private_cache, monkeypatch):
+    import shortcutlab.data.synthetic as synthetic
+
+    make_synthetic("synth-cxr", 200, ["site"], 0.9, seed=3, image_size=32)
+    before = set(_private_cache.glob("synth-cxr-*.npz"))
+    monkeypatch.setattr(synthetic, "renderer_fingerprint", lambda: "another-version")
+    make_synthetic("synth-cxr", 200, ["site"], 0.9, seed=3, image_size=32)
+    assert len(set(_private_cache.glob("synth-cxr-*.npz")) - before) == 1
 
 
 def test_model_selection_looks_at_val_only(tmp_path, monkeypatch):
@@ -74,3 +85,11 @@ def test_bf16_autocast_trains(tmp_path):
     table = runner.load_dataset(cfg.dataset)
     res = runner.train_one(table, cfg, cfg.methods[0], 0, tmp_path / "r")
     assert np.isfinite(res["value"].dropna()).all()
+
+
+def test_train_one_leaves_the_callers_thread_count_alone(tmp_path):
+    cfg = _cfg(epochs=1, num_threads=1)
+    table = runner.load_dataset(cfg.dataset)
+    torch.set_num_threads(2)
+    runner.train_one(table, cfg, cfg.methods[0], 0, tmp_path / "run")
+    assert torch.get_num_threads() == 2

@@ -49,7 +49,7 @@ def make_synthetic(
     Attributes not listed in ``attributes`` are still drawn (uniformly, independently) and still
     visible in the images, so they act as nuisance factors, as in real data.
     """
-    from shortcutlab.data.synthetic import SYNTHETIC, render_synthetic
+    from shortcutlab.data.synthetic import SYNTHETIC, render_synthetic, renderer_fingerprint
 
     if name not in SYNTHETIC:
         raise ShortcutlabError(
@@ -69,7 +69,8 @@ def make_synthetic(
                 f"dataset.strengths names '{k}', which is neither 'y' nor an attribute of '{name}'"
             )
     key = json.dumps(
-        [name, size, attributes, correlation, seed, image_size, strengths or {}, fractions or {}],
+        [name, size, attributes, correlation, seed, image_size, strengths or {}, fractions or {}]
+        + [renderer_fingerprint()],
         sort_keys=True,
     )
     path = cache_dir() / f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"

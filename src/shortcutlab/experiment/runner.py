@@ -8,6 +8,7 @@ Model selection sees only the val split; inv/bal/test labels are used for report
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import shutil
@@ -290,6 +291,18 @@ def build_method(spec_name: str, hp: dict[str, Any], info: TaskInfo, train_cfg) 
     return cls(model, info, hp)
 
 
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` intra-op threads (None: leave as is); the caller's setting is restored."""
+    previous = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def train_one(
     table: ImageTable,
     cfg: ExperimentConfig,
@@ -299,12 +312,22 @@ def train_one(
     progress: ProgressFn | None = None,
 ) -> pd.DataFrame:
     """Train, select on val, evaluate every split; write the run folder; return its rows."""
+    with torch_threads(cfg.train.num_threads):
+        return _train_one(table, cfg, spec, seed, run_dir, progress)
+
+
+def _train_one(
+    table: ImageTable,
+    cfg: ExperimentConfig,
+    spec: MethodSpec,
+    seed: int,
+    run_dir: Path,
+    progress: ProgressFn | None,
+) -> pd.DataFrame:
     if run_dir.exists():
         shutil.rmtree(run_dir)  # an interrupted run is redone from scratch
     run_dir.mkdir(parents=True)
     device = resolve_device(cfg.train.device)
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
     _seed_everything(seed)
     cls = get_method(spec.registry_name)
     hp = method_hparams(spec, cfg)

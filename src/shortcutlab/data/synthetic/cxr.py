@@ -35,9 +35,11 @@ from shortcutlab.data.synthetic._common import (
     to_uint8,
 )
 
-# Calibrated (benchmarks/calibrate_synthetic.py): the effusion is learnable without correlation
-# but slower than every attribute, so ERM on correlated data takes the shortcut.
-_EFFUSION = 0.5
+# Calibrated (benchmarks/calibrate_synthetic.py and tests/test_synthetic.py): the effusion is
+# learnable without correlation (>= 90% on held-out images) but slower than every attribute, so
+# ERM on correlated data takes the shortcut. At 0.5 it plateaued at 0.87-0.91; at 0.6 it was
+# unstable (dips to 0.77); 0.65 reached 0.93 after 120 steps (measured).
+_EFFUSION = 0.65
 
 ATTRIBUTES = {
     "sex": "body habitus: 1 = wider, squarer body outline and brighter soft tissue (outside lungs)",
