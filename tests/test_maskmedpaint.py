@@ -151,14 +151,24 @@ def test_run_with_generative_and_mixing_methods(tmp_path, capsys):
     cfg = write_config(
         tmp_path / "cfg.yaml",
         root,
-        methods=["maskmedpaint", "img2img", "cutmix", "mixup", "oracle"],
+        methods=["erm", "maskmedpaint", "img2img", "cutmix", "mixup", "oracle"],
         hparams={"maskmedpaint": tiny, "img2img": tiny},
         train={"epochs": 1, "batch_size": 32, "feature_dim": 16},
     )
     code, _, err = run_cli(["run", cfg, "--out", tmp_path / "out", "--quiet"], capsys)
     assert code == 0, err
     results = pd.read_csv(tmp_path / "out" / "results.csv")
-    assert set(results["method"]) == {"maskmedpaint", "img2img", "cutmix", "mixup", "oracle"}
+    methods = {"erm", "maskmedpaint", "img2img", "cutmix", "mixup", "oracle"}
+    assert set(results["method"]) == methods
+
+    def samples(method):
+        done = json.loads((tmp_path / "out" / method / "seed_0" / "done.json").read_text())
+        return done["compute"]["samples"]
+
+    # one epoch: the generated copies are trained on, the oracle sees only the target rows
+    n_train = samples("erm")
+    assert samples("maskmedpaint") > n_train and samples("img2img") > n_train
+    assert 0 < samples("oracle") < n_train
     assert len(list((tmp_path / "cache").glob("model-*"))) == 1  # one model, two generated sets
     assert len(list((tmp_path / "cache").glob("*-*/metadata.csv"))) == 2
     report = json.loads(

@@ -359,11 +359,13 @@ def _train_one(
     n_groups = info.num_groups
     gen = torch.Generator().manual_seed(seed)
     label = f"{spec.name} seed {seed}"
-    total = cfg.train.epochs * (steps + 1)
     done_steps = 0
     log = (run_dir / "log.jsonl").open("w")
     t0 = time.perf_counter()
     method.on_train_start(ctx)
+    train = ctx.train = method.training_data(ctx)
+    steps = max(1, len(train["y"]) // cfg.train.batch_size)  # the method may add or drop rows
+    total = cfg.train.epochs * (steps + 1)
     best_score, best_state, best_epoch = -np.inf, None, -1
     train_seconds = 0.0
     weights = ctx.sampling_weights(method, train)

@@ -141,6 +141,12 @@ class Method(nn.Module):
     def on_train_start(self, context: Any) -> None:  # noqa: B027 - optional hook
         """Called once before the first epoch with the runner's context."""
 
+    def training_data(self, context: Any) -> dict[str, torch.Tensor]:
+        """The tensors to train on, asked once after ``on_train_start``: ``context.train`` unless
+        the method adds rows (generated images) or keeps a subset (the oracle). Return new
+        tensors with the same keys; the runner's batches and sampling weights follow them."""
+        return context.train
+
     def on_epoch_end(self, epoch: int, context: Any) -> None:  # noqa: B027 - optional hook
         """Called after every epoch (e.g. DLS schedules)."""
 

@@ -83,17 +83,21 @@ def domain_column(info, hp: dict[str, Any]) -> int:
     return info.attributes.index(hp["domain"])
 
 
-def append_rows(train: dict[str, torch.Tensor], new: dict[str, torch.Tensor], info) -> None:
-    """Append rows to the runner's training tensors in place (the loop iterates that dict)."""
+def concat_rows(
+    train: dict[str, torch.Tensor], new: dict[str, torch.Tensor], info
+) -> dict[str, torch.Tensor]:
+    """The training tensors with ``new`` rows after them (group ids and row indices added)."""
     new = dict(new)
     new["g"] = torch.as_tensor(
         group_ids_from(new["y"], new["z"], info.num_classes, info.attribute_cardinalities)
     )
     new["idx"] = torch.arange(len(train["y"]), len(train["y"]) + len(new["y"]))
-    for key in list(train):
+    out = {}
+    for key in train:
         if key not in new:
             raise ShortcutlabError(f"cannot append generated rows: no values for '{key}'")
-        train[key] = torch.cat([train[key], new[key].to(train[key].dtype)])
+        out[key] = torch.cat([train[key], new[key].to(train[key].dtype)])
+    return out
 
 
 def group_ids_from(y, z, num_classes, cards):
@@ -111,7 +115,8 @@ class MaskMedPaint(ERM):
     HPARAMS: ClassVar[dict[str, Hparam]] = GENERATIVE_HPARAMS
     generator: ClassVar[str] = "maskmedpaint"
 
-    def on_train_start(self, context: Any) -> None:
+    def training_data(self, context: Any) -> dict[str, torch.Tensor]:
+        """The real training rows followed by the generated ones (made or read from cache)."""
         from shortcutlab.data.sources import cache_dir
 
         hp, info, train = self.hparams, self.info, context.train
@@ -132,7 +137,7 @@ class MaskMedPaint(ERM):
             new["mask"] = train["mask"][rows]
         if hp["domain_check"]:
             self._check_domain(train, new, j, context)
-        append_rows(train, new, info)
+        return concat_rows(train, new, info)
 
     def _check_domain(self, train, new, j: int, context: Any) -> None:
         """Write ``generated.json``: how many images, and how target-like their backgrounds are."""

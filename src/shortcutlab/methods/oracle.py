@@ -24,13 +24,13 @@ class Oracle(ERM):
         "target": Hparam(1, "value of the domain attribute that is the target domain"),
     }
 
-    def on_train_start(self, context: Any) -> None:
+    def training_data(self, context: Any) -> dict[str, torch.Tensor]:
         train = context.train
         keep = torch.nonzero(
             train["z"][:, domain_column(self.info, self.hparams)] == int(self.hparams["target"])
         ).flatten()
         if len(torch.unique(train["y"][keep])) < 2:
             raise ShortcutlabError("the oracle needs target-domain training rows of every class")
-        for key in list(train):  # in place: the runner's loop iterates this dict
-            train[key] = train[key][keep]
-        train["idx"] = torch.arange(len(keep))
+        out = {key: value[keep] for key, value in train.items()}
+        out["idx"] = torch.arange(len(keep))
+        return out
