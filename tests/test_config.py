@@ -37,6 +37,11 @@ def test_file_overrides_preset_and_method_specs(tmp_path):
         ("methods: [erm, erm]\n", "repeated: erm"),
         ("train: [1, 2\n", "not valid YAML"),
         ("- 1\n- 2\n", "must be a mapping"),
+        (
+            "dataset: {name: csv, root: d, target_domain: {attribute: site}}\n",
+            "target_domain is for the embedded datasets",
+        ),
+        ("dataset: {target_domain: {attribute: site, target: 0}}\n", "must differ"),
     ],
 )
 def test_bad_configs_name_the_problem(tmp_path, text, match):

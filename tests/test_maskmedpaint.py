@@ -4,6 +4,7 @@ generate command and the generation/mixing methods run end to end."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -206,3 +207,68 @@ def test_domain_classifier_scores_backgrounds_not_the_roi():
     assert score["real_accuracy"] > 0.9 and score["target_rate"] > 0.8
     dark = torch.full((20, 3, size, size), 50, dtype=torch.uint8)
     assert domain_target_rate(real, domain, masks, dark, masks[:20], epochs=40)["target_rate"] < 0.2
+
+
+SHIFT = {"attribute": "site", "size": 40, "unlabelled": 24, "fixed": {"ruler": 0}}
+
+
+def test_domain_shift_dataset_keeps_the_domains_apart(_private_cache):
+    from shortcutlab.data.sources import make_synthetic
+
+    table = make_synthetic(
+        "synth-derm", 200, ["ruler"], 0.9, image_size=16, target_domain={**SHIFT, "source": 0}
+    )
+    meta = table.meta
+    source = meta[meta.split.isin(["train", "val", "inv", "bal"])]
+    assert len(source) == 200 and (source.site == 0).all()
+    train = meta[meta.split == "train"]
+    assert (train.ruler == train.y).mean() == pytest.approx(0.9, abs=0.03)  # the shortcut
+    target = meta[meta.split.isin(["target", "target_unlabelled"])]
+    assert (meta.split == "target").sum() == 40 and (meta.split == "target_unlabelled").sum() == 24
+    assert (target.site == 1).all() and (target.ruler == 0).all()
+    assert target.y.mean() == pytest.approx(0.5, abs=0.01)  # both classes, balanced
+    with pytest.raises(ShortcutlabError, match="remove it from dataset.attributes"):
+        make_synthetic("synth-derm", 200, ["ruler", "site"], 0.9, target_domain=SHIFT)
+    with pytest.raises(ShortcutlabError, match="not an attribute"):
+        make_synthetic("synth-derm", 200, ["ruler"], 0.9, target_domain={"attribute": "scanner"})
+
+
+def test_run_on_a_domain_shift_uses_unlabelled_target_images(tmp_path, capsys, _private_cache):
+    import yaml
+
+    cfg = tmp_path / "shift.yaml"
+    tiny = {**TINY, "cache": str(tmp_path / "cache"), "domain": "site", "n_target": 24}
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "dataset": {
+                    "name": "synth-derm",
+                    "size": 160,
+                    "image_size": 16,
+                    "attributes": ["ruler"],
+                    "target_domain": SHIFT,
+                },
+                "methods": ["erm", "maskmedpaint", "oracle"],
+                "bootstrap": 0,
+                "train": {"epochs": 1, "batch_size": 32, "feature_dim": 16},
+                "hparams": {"maskmedpaint": tiny, "oracle": {"domain": "site"}},
+            }
+        )
+    )
+    code, _, err = run_cli(["run", cfg, "--out", tmp_path / "out", "--quiet"], capsys)
+    assert code == 0, err
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert "target" in set(results["split"]) and "target_unlabelled" not in set(results["split"])
+
+    def samples(method):
+        done = json.loads((tmp_path / "out" / method / "seed_0" / "done.json").read_text())
+        return done["compute"]["samples"]
+
+    assert samples("oracle") == 24  # one epoch on the labelled target pool
+    assert samples("maskmedpaint") == 2 * samples("erm")  # one generated copy per source image
+    report = json.loads(
+        (tmp_path / "out" / "maskmedpaint" / "seed_0" / "generated.json").read_text()
+    )
+    assert report["n_generated"] == samples("erm")
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert re.search(r"\|\s+target acc\s+\|", summary)  # a column of the headline table

@@ -21,7 +21,6 @@ from shortcutlab.data.splits import build_splits, design_split_cells
 from shortcutlab.data.table import ImageTable
 from shortcutlab.errors import ShortcutlabError
 
-VALID_SPLITS = {"train", "val", "inv", "bal", "test"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
@@ -43,11 +42,14 @@ def make_synthetic(
     strengths: dict[str, float] | None = None,
     fractions: dict[str, float] | None = None,
     use_cache: bool = True,
+    target_domain: dict[str, Any] | None = None,
 ) -> ImageTable:
     """Render an embedded dataset with exactly the cell counts of the split design.
 
     Attributes not listed in ``attributes`` are still drawn (uniformly, independently) and still
-    visible in the images, so they act as nuisance factors, as in real data.
+    visible in the images, so they act as nuisance factors, as in real data. ``target_domain``
+    (keys as ``TargetDomainConfig``) adds a domain shift: the designed splits all come from the
+    source domain, and the splits ``target`` and ``target_unlabelled`` from the target domain.
     """
     from shortcutlab.data.synthetic import SYNTHETIC, render_synthetic, renderer_fingerprint
 
@@ -68,9 +70,12 @@ def make_synthetic(
             raise ShortcutlabError(
                 f"dataset.strengths names '{k}', which is neither 'y' nor an attribute of '{name}'"
             )
+    if target_domain:
+        target_domain = _check_target_domain(target_domain, attributes, all_attrs, name)
     key = json.dumps(
         [name, size, attributes, correlation, seed, image_size, strengths or {}, fractions or {}]
-        + [renderer_fingerprint()],
+        + [renderer_fingerprint()]
+        + ([target_domain] if target_domain else []),
         sort_keys=True,
     )
     path = cache_dir() / f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
@@ -89,6 +94,8 @@ def make_synthetic(
     for a in all_attrs:
         if a not in attributes:
             meta[a] = rng.integers(0, 2, len(meta))
+    if target_domain:
+        meta = _with_target_domain(meta, target_domain, all_attrs, rng)
     meta = meta[["y", *all_attrs, "split"]].astype({"y": int, **{a: int for a in all_attrs}})
     images, masks = render_synthetic(
         name, meta, seed=seed, image_size=image_size, strengths=strengths
@@ -171,6 +178,54 @@ def _encode_column(df: pd.DataFrame, col: str, source: str) -> tuple[np.ndarray,
     cats = sorted(values.astype(str).unique().tolist())
     code = {c: i for i, c in enumerate(cats)}
     return values.astype(str).map(code).to_numpy(dtype=int), cats
+
+
+def _check_target_domain(
+    target: dict[str, Any], attributes: list[str], all_attrs: list[str], name: str
+) -> dict[str, Any]:
+    """``target`` with its defaults filled in (source 0, target 1, 600 labelled and 100
+    unlabelled images, nothing fixed), or a one-line error."""
+    target = {"source": 0, "target": 1, "size": 600, "unlabelled": 100, "fixed": {}, **target}
+    domain = target["attribute"]
+    if domain not in all_attrs:
+        raise ShortcutlabError(
+            f"target_domain.attribute '{domain}' is not an attribute of '{name}'; it has: "
+            f"{', '.join(all_attrs)}"
+        )
+    if domain in attributes:
+        raise ShortcutlabError(
+            f"the domain attribute '{domain}' is constant within each domain; remove it from "
+            "dataset.attributes"
+        )
+    for a, v in target["fixed"].items():
+        if a not in all_attrs or v not in (0, 1):
+            raise ShortcutlabError(
+                f"target_domain.fixed sets '{a}: {v}'; it takes attributes of '{name}' with a "
+                "value 0 or 1"
+            )
+    for k in ("source", "target"):
+        if target[k] not in (0, 1):
+            raise ShortcutlabError(f"target_domain.{k} must be 0 or 1, not {target[k]}")
+    return target
+
+
+def _with_target_domain(
+    meta: pd.DataFrame, target: dict[str, Any], all_attrs: list[str], rng: np.random.Generator
+) -> pd.DataFrame:
+    """Designed rows moved to the source domain, then the target rows: balanced classes, the
+    ``fixed`` attributes set, the others drawn uniformly."""
+    domain = target["attribute"]
+    meta = meta.assign(**{domain: int(target["source"])})
+    n_eval, n_unl = int(target["size"]), int(target["unlabelled"])
+    n = n_eval + n_unl
+    rows = pd.DataFrame({"y": rng.permutation(np.arange(n) % 2)})
+    for a in all_attrs:
+        rows[a] = rng.integers(0, 2, n)
+    for a, v in target["fixed"].items():
+        rows[a] = int(v)
+    rows[domain] = int(target["target"])
+    rows["split"] = ["target"] * n_eval + ["target_unlabelled"] * n_unl
+    return pd.concat([meta, rows], ignore_index=True)
 
 
 def load_csv_dataset(

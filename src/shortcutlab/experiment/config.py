@@ -17,6 +17,29 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class TargetDomainConfig(_Strict):
+    """A domain shift for an embedded dataset (MaskMedPaint's setting): every train/val/inv/bal
+    image comes from the ``source`` value of ``attribute``; ``size`` labelled images from the
+    ``target`` value form the split ``target`` (evaluation only) and ``unlabelled`` more the split
+    ``target_unlabelled``, which domain-adaptation methods may see without their labels (the
+    oracle with them). ``fixed`` sets attributes every target image has (e.g. no ruler)."""
+
+    attribute: str
+    source: int = 0
+    target: int = 1
+    size: int = Field(600, ge=2)
+    unlabelled: int = Field(100, ge=0)
+    fixed: dict[str, int] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> TargetDomainConfig:
+        if self.source == self.target:
+            raise ValueError("target_domain.source and target_domain.target must differ")
+        if self.attribute in self.fixed:
+            raise ValueError("target_domain.fixed cannot set the domain attribute itself")
+        return self
+
+
 class DatasetConfig(_Strict):
     name: str = "synth-cxr"
     size: int = Field(6000, ge=16)
@@ -33,6 +56,8 @@ class DatasetConfig(_Strict):
     image_column: str = "path"
     mask_column: str = "mask"
     path: str | None = None  # npz file
+    # embedded datasets only: a source -> target domain shift (user data: a `target` split)
+    target_domain: TargetDomainConfig | None = None
 
     @model_validator(mode="after")
     def _user_data_paths(self) -> DatasetConfig:
@@ -40,6 +65,11 @@ class DatasetConfig(_Strict):
             raise ValueError("dataset.root is required for a csv dataset")
         if self.name == "npz" and not self.path:
             raise ValueError("dataset.path is required for an npz dataset")
+        if self.target_domain is not None and self.name in ("csv", "npz"):
+            raise ValueError(
+                "dataset.target_domain is for the embedded datasets; your own data names its "
+                "target rows in the split column (target, target_unlabelled)"
+            )
         return self
 
 

@@ -27,8 +27,14 @@ def generate_dataset(
     progress: Callable[[str, int, int], None] | None = None,
     seed: int | None = None,
 ) -> ImageTable:
-    from shortcutlab.experiment.runner import _tensors, load_dataset, method_hparams, task_info
-    from shortcutlab.methods.maskmedpaint import generate_for_training
+    from shortcutlab.experiment.runner import (
+        UNLABELLED_SPLIT,
+        _tensors,
+        load_dataset,
+        method_hparams,
+        task_info,
+    )
+    from shortcutlab.methods.maskmedpaint import generate_for_training, generation_pool
 
     if generator not in GENERATORS:
         raise ShortcutlabError(
@@ -36,17 +42,20 @@ def generate_dataset(
         )
     hp = method_hparams(MethodSpec(name=generator), cfg)
     table = load_dataset(cfg.dataset)
-    rows = np.flatnonzero(table.meta["split"].astype(str).to_numpy() == "train")
-    train_table = table.select(rows)
-    if "path" in train_table.meta.columns:
-        names = train_table.meta["path"].astype(str).tolist()
+    split = table.meta["split"].astype(str).to_numpy()
+    rows = np.flatnonzero(split == "train")
+    target_rows = np.flatnonzero(split == UNLABELLED_SPLIT)
+    if "path" in table.meta.columns:
+        names = table.meta["path"].astype(str).to_numpy()
     else:
-        names = [f"{table.name} row {r}" for r in rows]
+        names = np.array([f"{table.name} row {r}" for r in range(len(table))])
     info = task_info(table, cfg, 1)
+    unlabelled = _tensors(table.select(target_rows)) if len(target_rows) else None
+    pool, domain = generation_pool(_tensors(table.select(rows)), unlabelled, info, hp)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     return generate_for_training(
-        _tensors(train_table),
+        pool,
         info,
         hp,
         generator,
@@ -55,5 +64,6 @@ def generate_dataset(
         progress,
         out_dir=out,
         model_dir=out / "model",
-        source_names=names,
+        source_names=names[np.concatenate([rows, target_rows])].tolist(),
+        domain_values=domain,
     )

@@ -45,6 +45,9 @@ ProgressFn = Callable[[str, int, int], None]  # (run label, steps done, total st
 
 # ---------------------------------------------------------------------------------------------
 # data
+UNLABELLED_SPLIT = "target_unlabelled"
+
+
 # ---------------------------------------------------------------------------------------------
 def load_dataset(cfg: DatasetConfig) -> ImageTable:
     """The ImageTable a config names, with its split column."""
@@ -74,6 +77,7 @@ def load_dataset(cfg: DatasetConfig) -> ImageTable:
         cfg.image_size,
         cfg.strengths,
         cfg.fractions,
+        target_domain=cfg.target_domain.model_dump() if cfg.target_domain else None,
     )
 
 
@@ -123,6 +127,8 @@ class Context:
     bf16: bool = False
     samples_seen: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
+    # the split `target_unlabelled` (domain shift), for methods that adapt to the target domain
+    unlabelled: Tensors | None = None
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
@@ -356,6 +362,8 @@ def _train_one(
         run_dir,
         cfg.train.bf16,
     )
+    if UNLABELLED_SPLIT in table.splits:
+        ctx.unlabelled = _tensors(table.split(UNLABELLED_SPLIT))
     n_groups = info.num_groups
     gen = torch.Generator().manual_seed(seed)
     label = f"{spec.name} seed {seed}"
@@ -454,6 +462,8 @@ def evaluate_method(
     features: dict[str, dict[str, np.ndarray]] = {}
     labels: dict[str, dict[str, np.ndarray]] = {}
     for split in table.splits:
+        if split == UNLABELLED_SPLIT:  # training data of domain-adaptation methods
+            continue
         part = _tensors(table.split(split))
         if len(part["y"]) == 0:
             continue

@@ -59,7 +59,9 @@ class RunContext:
     ``holdout``: dicts of CPU tensors ``x`` (uint8), ``y``, ``z``, ``g``, ``idx``; ``device``;
     ``seed``; ``batch_size``; ``info``; ``run_dir`` (a folder the method may write to).
     ``holdout`` is carved from the training split before training (stratified by group) and is
-    never the selection split. ``batches(tensors, shuffle=True, weights=None, batch_size=None)``
+    never the selection split. ``unlabelled``: the split ``target_unlabelled`` of a domain-shift
+    dataset, or None; domain-adaptation methods may use its images, not its labels (only the
+    oracle does). ``batches(tensors, shuffle=True, weights=None, batch_size=None)``
     yields device batches in the ``update`` format (``x`` as float in [0, 1]);
     ``fit(method, epochs)`` runs the shared training loop on ``train`` for a helper model (JTT's
     first stage, a distillation teacher); ``predict(method, tensors)`` returns logits on CPU.

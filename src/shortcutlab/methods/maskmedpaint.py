@@ -83,6 +83,33 @@ def domain_column(info, hp: dict[str, Any]) -> int:
     return info.attributes.index(hp["domain"])
 
 
+_SOURCE = -1  # domain value of the source rows when the domain is not an attribute column
+
+
+def generation_pool(
+    train: dict[str, torch.Tensor], unlabelled: dict[str, torch.Tensor] | None, info, hp
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The images the generator learns from and each one's domain value.
+
+    Without ``unlabelled``, the training split itself, its domain read from the attribute column
+    ``hp["domain"]`` (target rows in train). With it (a domain-shift dataset: train is all source,
+    the split ``target_unlabelled`` all target), the training rows followed by the unlabelled
+    target rows, whose labels are replaced by 0 so nothing downstream can use them.
+    """
+    if unlabelled is None:
+        return train, train["z"][:, domain_column(info, hp)].clone()
+    n_train, n_target = len(train["y"]), len(unlabelled["y"])
+    if n_target == 0:
+        raise ShortcutlabError("the split target_unlabelled is empty; the generator needs images")
+    keys = ["x", "y", "z"] + (["mask"] if "mask" in train and "mask" in unlabelled else [])
+    pool = {k: torch.cat([train[k], unlabelled[k].to(train[k].dtype)]) for k in keys}
+    pool["y"][n_train:] = 0
+    domain = torch.cat(
+        [torch.full((n_train,), _SOURCE), torch.full((n_target,), int(hp["target"]))]
+    )
+    return pool, domain
+
+
 def concat_rows(
     train: dict[str, torch.Tensor], new: dict[str, torch.Tensor], info
 ) -> dict[str, torch.Tensor]:
@@ -120,35 +147,38 @@ class MaskMedPaint(ERM):
         from shortcutlab.data.sources import cache_dir
 
         hp, info, train = self.hparams, self.info, context.train
-        j = domain_column(info, hp)
+        unlabelled = getattr(context, "unlabelled", None)
+        pool, domain = generation_pool(train, unlabelled, info, hp)
         table = generate_for_training(
-            train,
+            pool,
             info,
             hp,
             self.generator,
             context.seed,
             Path(hp["cache"] or cache_dir() / "generated"),
+            domain_values=domain,
         )
-        rows = torch.tensor(table.meta["source_row"].to_numpy())
+        rows = torch.tensor(table.meta["source_row"].to_numpy())  # source rows: all in train
         z = train["z"][rows].clone()
-        z[:, j] = int(hp["target"])
+        if unlabelled is None:
+            z[:, domain_column(info, hp)] = int(hp["target"])
         new = {"x": torch.from_numpy(table.images), "y": train["y"][rows], "z": z}
         if "mask" in train:
             new["mask"] = train["mask"][rows]
         if hp["domain_check"]:
-            self._check_domain(train, new, j, context)
+            self._check_domain(pool, domain, new, context)
         return concat_rows(train, new, info)
 
-    def _check_domain(self, train, new, j: int, context: Any) -> None:
+    def _check_domain(self, pool, domain, new, context: Any) -> None:
         """Write ``generated.json``: how many images, and how target-like their backgrounds are."""
         import json
 
         from shortcutlab.generative.domain_check import domain_target_rate
 
         score = domain_target_rate(
-            train["x"],
-            train["z"][:, j],
-            train.get("mask"),
+            pool["x"],
+            domain,
+            pool.get("mask"),
             new["x"],
             new.get("mask"),
             int(self.hparams["target"]),
@@ -169,6 +199,7 @@ def generate_for_training(
     out_dir: Path | None = None,
     model_dir: Path | None = None,
     source_names=None,
+    domain_values: torch.Tensor | None = None,
 ):
     """The generated set for these training tensors, from ``cache`` when it was made before.
 
@@ -179,14 +210,18 @@ def generate_for_training(
 
     from shortcutlab.generative.maskmedpaint import build_generated_set, cache_key
 
-    domain_column(info, hp)
+    if domain_values is None:
+        domain_values = train["z"][:, domain_column(info, hp)]
     if generator == "maskmedpaint" and "mask" not in train:
         raise ShortcutlabError("maskmedpaint needs ROI masks; the dataset has none")
     diffusion, generation = generation_params(hp, seed)
     meta = pd.DataFrame(train["z"].numpy(), columns=info.attributes).assign(y=train["y"].numpy())
+    meta[hp["domain"]] = domain_values.numpy()
     if source_names is not None:  # provenance: the source image's path (or row) in the dataset
         meta["path"] = list(source_names)
-    data_key = cache_key(train["x"], train["y"], train["z"], [hp["domain"], hp["target"]])
+    data_key = cache_key(
+        train["x"], train["y"], train["z"], domain_values, [hp["domain"], hp["target"]]
+    )
     model_key = cache_key(data_key, asdict(diffusion), seed)
     set_key = cache_key(model_key, generator, asdict(generation))
     return build_generated_set(

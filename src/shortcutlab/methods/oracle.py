@@ -25,6 +25,13 @@ class Oracle(ERM):
     }
 
     def training_data(self, context: Any) -> dict[str, torch.Tensor]:
+        """The labelled target images: the split ``target_unlabelled`` of a domain-shift dataset
+        (with its labels), else the target-domain rows of the training split."""
+        unlabelled = getattr(context, "unlabelled", None)
+        if unlabelled is not None:
+            if len(torch.unique(unlabelled["y"])) < 2:
+                raise ShortcutlabError("the oracle needs target images of every class")
+            return {**unlabelled, "idx": torch.arange(len(unlabelled["y"]))}
         train = context.train
         keep = torch.nonzero(
             train["z"][:, domain_column(self.info, self.hparams)] == int(self.hparams["target"])

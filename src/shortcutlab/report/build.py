@@ -15,7 +15,7 @@ from shortcutlab.errors import ShortcutlabError
 from shortcutlab.experiment.results import read_results, write_text_atomic
 from shortcutlab.report import figures
 
-EVAL_SPLITS = ["val", "inv", "bal", "test"]
+EVAL_SPLITS = ["val", "inv", "bal", "test", "target"]
 
 
 def _fmt(mean: float, std: float, n: int) -> str:
