@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import run_cli, write_config, write_csv_dataset
 
 from shortcutlab.data.sources import make_synthetic
@@ -37,7 +38,10 @@ def test_external_split_is_disjoint_from_train_and_the_selection_split():
 def test_swift_in_run_then_debias_and_audit_a_checkpoint(tmp_path, capsys):
     root = write_csv_dataset(tmp_path / "data", n=480, correlation=0.8, external=60)
     hp = {"swift": {"attribute": "site", "step1_epochs": 2, "step2_epochs": 2, "batch_size": 16}}
-    cfg = write_config(tmp_path / "cfg.yaml", root, methods=["erm", "swift"], hparams=hp)
+    train = {"epochs": 2, "batch_size": 32, "feature_dim": 16, "num_threads": 1}
+    cfg = write_config(
+        tmp_path / "cfg.yaml", root, methods=["erm", "swift"], hparams=hp, train=train
+    )
     out = tmp_path / "runs"
     code, _, err = run_cli(["run", cfg, "--out", out, "--quiet"], capsys)
     assert code == 0, err
@@ -55,7 +59,13 @@ def test_swift_in_run_then_debias_and_audit_a_checkpoint(tmp_path, capsys):
     ckpt = out / "erm" / "seed_0" / "checkpoint.pt"
     dout = tmp_path / "debias"
     args = ["debias", ckpt, "--data", cfg, "--attribute", "site"]
-    code, stdout, err = run_cli([*args, "--out", dout], capsys)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        code, stdout, err = run_cli([*args, "--out", dout], capsys)
+        assert torch.get_num_threads() == 2  # train.num_threads=1 applied inside only
+    finally:
+        torch.set_num_threads(threads)
     assert code == 0, err
     res = pd.read_csv(dout / "results.csv")
     assert list(res.columns) == RESULT_COLUMNS
