@@ -38,10 +38,13 @@ def main() -> None:
     ap.add_argument("results", nargs="*", help="results.csv files")
     ap.add_argument("--debias", nargs="*", default=[], help="debias output folders")
     ap.add_argument("--attribute", default="skin_tone")
+    ap.add_argument("--seeds", type=int, nargs="*", help="only these seeds (default: all)")
     args = ap.parse_args()
     frames = [pd.read_csv(p) for p in args.results]
     frames += [pd.read_csv(Path(d) / "results.csv") for d in args.debias]
     res = pd.concat(frames, ignore_index=True).drop_duplicates()
+    if args.seeds:
+        res = res[res["seed"].isin(args.seeds)]
     rows = []
     for (method, seed), part in res.groupby(["method", "seed"], sort=False):
         row = {"method": method, "seed": seed}
