@@ -22,11 +22,13 @@ def write_csv_dataset(
     correlation: float = 0.9,
     size: int = 16,
     seed: int = 0,
+    external: int = 0,
 ) -> Path:
     """A CSV + PNG folder: y = bright blob in the centre, z = 'site' marker in a corner.
 
     With ``with_split`` the split column is written: train/val at ``correlation``, inv at the
-    opposite, bal uncorrelated; without it the split builder has to make them.
+    opposite, bal uncorrelated; without it the split builder has to make them. ``external``
+    more rows (split ``external``, drawn like train) are appended for post-hoc debiasing.
     """
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
@@ -34,11 +36,13 @@ def write_csv_dataset(
     (root / "masks").mkdir(exist_ok=True)
     rows = []
     plan = {"train": correlation, "val": correlation, "inv": 1 - correlation, "bal": 0.5}
+    plan["external"] = correlation
     splits = np.array(
         ["train"] * (n // 2)
         + ["val"] * (n // 6)
         + ["inv"] * (n // 6)
         + ["bal"] * (n - n // 2 - 2 * (n // 6))
+        + ["external"] * external
     )
     for i, split in enumerate(splits):
         y = int(rng.integers(0, 2))

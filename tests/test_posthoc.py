@@ -4,18 +4,44 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import run_cli, write_config, write_csv_dataset
 
+from shortcutlab.data.sources import make_synthetic
+from shortcutlab.errors import ShortcutlabError
+from shortcutlab.experiment.posthoc import external_rows
 from shortcutlab.experiment.results import RESULT_COLUMNS
+
+
+def test_external_split_is_disjoint_from_train_and_the_selection_split():
+    fractions = {"train": 0.6, "val": 0.15, "inv": 0.125, "bal": 0.125, "external": 0.1}
+    table = make_synthetic("synth-derm", 400, ["skin_tone"], 0.9, 0, 32, fractions=fractions)
+    split = table.meta["split"].astype(str).to_numpy()
+    rows = external_rows(table)
+    assert len(rows) == 40 and set(split[rows]) == {"external"}
+    # no external image is pixel-identical to a train or val image
+    ext = {table.images[i].tobytes() for i in rows}
+    used = {table.images[i].tobytes() for i in np.flatnonzero(np.isin(split, ["train", "val"]))}
+    assert len(ext) == len(rows) and not ext & used
+    # drawn like train: the attribute agrees with the label in most external rows
+    meta = table.meta.iloc[rows]
+    assert (meta["y"] == meta["skin_tone"]).mean() == pytest.approx(0.9, abs=0.05)
+    without = make_synthetic("synth-derm", 400, ["skin_tone"], 0.9, 0, 32)
+    with pytest.raises(ShortcutlabError, match="needs an 'external' split"):
+        external_rows(without)
 
 
 @pytest.mark.slow
 def test_swift_in_run_then_debias_and_audit_a_checkpoint(tmp_path, capsys):
-    root = write_csv_dataset(tmp_path / "data", n=480, correlation=0.8)
+    root = write_csv_dataset(tmp_path / "data", n=480, correlation=0.8, external=60)
     hp = {"swift": {"attribute": "site", "step1_epochs": 2, "step2_epochs": 2, "batch_size": 16}}
-    cfg = write_config(tmp_path / "cfg.yaml", root, methods=["erm", "swift"], hparams=hp)
+    train = {"epochs": 2, "batch_size": 32, "feature_dim": 16, "num_threads": 1}
+    cfg = write_config(
+        tmp_path / "cfg.yaml", root, methods=["erm", "swift"], hparams=hp, train=train
+    )
     out = tmp_path / "runs"
     code, _, err = run_cli(["run", cfg, "--out", out, "--quiet"], capsys)
     assert code == 0, err
@@ -32,8 +58,14 @@ def test_swift_in_run_then_debias_and_audit_a_checkpoint(tmp_path, capsys):
 
     ckpt = out / "erm" / "seed_0" / "checkpoint.pt"
     dout = tmp_path / "debias"
-    args = ["debias", ckpt, "--data", cfg, "--attribute", "site", "--external-fraction", "0.25"]
-    code, stdout, err = run_cli([*args, "--out", dout], capsys)
+    args = ["debias", ckpt, "--data", cfg, "--attribute", "site"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        code, stdout, err = run_cli([*args, "--out", dout], capsys)
+        assert torch.get_num_threads() == 2  # train.num_threads=1 applied inside only
+    finally:
+        torch.set_num_threads(threads)
     assert code == 0, err
     res = pd.read_csv(dout / "results.csv")
     assert list(res.columns) == RESULT_COLUMNS
@@ -41,7 +73,9 @@ def test_swift_in_run_then_debias_and_audit_a_checkpoint(tmp_path, capsys):
     assert {"external", "val", "inv", "bal"} <= set(res["split"])
     assert (res[res.metric == "eodds_gap"].groupby("method").size() > 0).all()
     compute = json.loads((dout / "compute.json").read_text())
-    assert compute["attribute"] == "site" and compute["external_rows"] == 60  # 25% of 240 train
+    assert (
+        compute["attribute"] == "site" and compute["external_rows"] == 60
+    )  # the split=external rows
     assert compute["samples_fraction"] == compute["swift_samples"] / compute["original_samples"]
     assert (dout / "report.html").exists() and "before -> after" in stdout
 
@@ -69,9 +103,10 @@ def test_debias_mistakes_give_one_sentence(tmp_path, capsys):
     ckpt = out / "erm" / "seed_0" / "checkpoint.pt"
     cases = [
         (["--attribute", "sex"], "SWiFT attribute 'sex' is not one of: site"),
-        (["--external-fraction", "0.9"], "lower --external-fraction"),
         (["--mask", "medium"], "--mask must be soft or hard"),
     ]
+    # no split=external rows in this CSV: one sentence, no traceback
+    cases.append(([], "debias needs an 'external' split disjoint from train and val"))
     for extra, message in cases:
         code, _, err = run_cli(["debias", ckpt, "--data", cfg, "--out", out / "d", *extra], capsys)
         assert code == 2 and message in " ".join(err.split()), err

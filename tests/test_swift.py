@@ -100,12 +100,30 @@ def test_fairness_gaps_and_balanced_bce_by_hand():
     assert fairness_gap(p, y, a, "eodds").item() == pytest.approx(eodds)
     assert fairness_gap(p, y, a, "eopp").item() == pytest.approx(abs(tpr0 - tpr1))
     assert fairness_gap(p, y, a, "spd").item() == pytest.approx(abs(0.3 - 1.6 / 3))
+    eodds_abs = 0.5 * (abs(fpr0 - fpr1) + abs(tpr0 - tpr1))
+    assert fairness_gap(p, y, a, "eodds_abs").item() == pytest.approx(eodds_abs)
     logit = torch.tensor([0.0, 2.0, -1.0])
     yb = torch.tensor([1, 1, 0])
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logit, yb.float(), reduction="none")
     expected = 0.5 * ((bce[0] + bce[1]) / 2 + bce[2])
     assert class_balanced_bce(logit, yb).item() == pytest.approx(expected.item())
     assert torch.equal(binary_logit(torch.tensor([[1.0, 3.0]])), torch.tensor([2.0]))
+
+
+def test_signed_eodds_cancels_opposite_gaps_and_eodds_abs_does_not():
+    # attribute 1 raises the score of negatives by 0.3 and lowers it for positives by 0.3:
+    # FPR gap -0.3, TPR gap +0.3; the signed sum is 0, the sum of magnitudes 0.3
+    p = torch.tensor([0.1, 0.4, 0.9, 0.6])
+    y = torch.tensor([0, 0, 1, 1])
+    a = torch.tensor([0, 1, 0, 1])
+    assert fairness_gap(p, y, a, "eodds").item() == pytest.approx(0.0, abs=1e-7)
+    assert fairness_gap(p, y, a, "eodds_abs").item() == pytest.approx(0.3)
+    # its gradient pushes the two cells of each class together (the signed loss gives none)
+    q = p.clone().requires_grad_(True)
+    fairness_gap(q, y, a, "eodds_abs").backward()
+    assert q.grad[0] < 0 < q.grad[1] and q.grad[3] < 0 < q.grad[2]
+    with pytest.raises(ShortcutlabError, match="eodds_abs"):
+        SwiftConfig(fairness="eodds_sum")
 
 
 def test_step1_gradients_are_exactly_the_masked_ones():

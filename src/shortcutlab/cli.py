@@ -198,20 +198,17 @@ def debias(
     checkpoint: Path = typer.Argument(..., help="checkpoint.pt of a finished run"),
     data: Path = typer.Option(..., "--data", help="the config the checkpoint was trained with"),
     attribute: str = typer.Option(None, "--attribute", help="sensitive attribute (default: first)"),
-    external_fraction: float = typer.Option(
-        0.1, "--external-fraction", help="external set size as a fraction of train, drawn from val"
-    ),
     mask: str = typer.Option(None, "--mask", help="soft (SWiFT, default) | hard (BMFT)"),
     out: Path = typer.Option(..., "--out", "-o", help="output folder"),
 ) -> None:
-    """SWiFT on a trained checkpoint: metrics before/after and compute vs the original run."""
+    """SWiFT on a trained checkpoint with the data's external split: before/after, compute."""
     from shortcutlab.experiment.config import load_config
     from shortcutlab.experiment.posthoc import debias_checkpoint
 
     if mask is not None and mask not in ("soft", "hard"):
         _fail(f"--mask must be soft or hard, not '{mask}'")
     cfg = load_config(data)
-    results, compute = debias_checkpoint(checkpoint, cfg, out, attribute, external_fraction, mask)
+    results, compute = debias_checkpoint(checkpoint, cfg, out, attribute, mask)
     _print_before_after(results, compute)
     console.print(f"results: {out / 'results.csv'}\nreport:  {out / 'report.html'}")
 

@@ -1,7 +1,8 @@
 """Split builder (methods.md section 1): train/val with the shortcut, inv against it, bal without.
 
 For every attribute z_i, train and val draw ``P(z_i = y) = correlation`` independently given y;
-``inv`` draws ``P(z_i = y) = 1 - correlation``; ``bal`` makes every joint (y, z1..zk) cell the
+``inv`` draws ``P(z_i = y) = 1 - correlation``; the optional ``external`` split (post-hoc
+debiasing, e.g. SWiFT) draws like train and val but shares no image with any other split; ``bal`` makes every joint (y, z1..zk) cell the
 same size. Attributes with as many values as y has classes are supported; ``z_i = y`` means the
 same code, and the remaining probability is shared equally by the other values.
 
@@ -37,12 +38,12 @@ def _check_cardinalities(num_classes: int, cardinalities: dict[str, int]) -> Non
 def cell_probabilities(
     split: str, num_classes: int, cardinalities: dict[str, int], correlation: float
 ) -> dict[tuple[int, ...], float]:
-    """Probability of each joint cell (y, z1..zk) in ``split`` ("train", "val", "inv", "bal")."""
+    """Probability of each joint cell (y, z1..zk) in ``split`` (train, val, external, inv, bal)."""
     cards = list(cardinalities.values())
     cells = list(itertools.product(range(num_classes), *[range(c) for c in cards]))
     if split == "bal":
         return {cell: 1.0 / len(cells) for cell in cells}
-    if split in ("train", "val"):
+    if split in ("train", "val", "external"):
         c = correlation
     elif split == "inv":
         c = 1.0 - correlation

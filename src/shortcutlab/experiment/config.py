@@ -48,7 +48,7 @@ class DatasetConfig(_Strict):
     correlation: float = Field(0.9, ge=0.0, le=1.0)
     seed: int = 0
     strengths: dict[str, float] = Field(default_factory=dict)
-    fractions: dict[Literal["train", "val", "inv", "bal"], float] | None = None
+    fractions: dict[Literal["train", "val", "inv", "bal", "external"], float] | None = None
     # csv / npz only
     root: str | None = None
     metadata: str = "metadata.csv"

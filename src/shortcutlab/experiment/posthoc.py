@@ -3,9 +3,10 @@
 Both reuse the runner's evaluation (``evaluate_method``), results table and report, so their
 ``results.csv`` has the same columns as a run's and ``report.html`` is built the same way.
 
-``debias``: the external set is drawn from the ``val`` split, which the checkpoint never trained
-on (our choice): ``external_fraction`` times the number of training images, stratified by joint
-group and seeded; those rows are reported as split ``external`` and left out of ``val``. Metrics
+``debias``: the external set is the data's ``external`` split (contracts.md): rows the checkpoint
+never trained on and that no model selection looked at (``val`` is the selection split, so it is
+not used). Embedded and npz datasets get one from ``dataset.fractions.external``, CSV datasets
+from rows with ``split=external``; without such rows ``debias`` stops with one sentence. Metrics
 before and after SWiFT go to ``results.csv`` (methods ``<name>`` and ``<name>+swift``), SWiFT's
 compute against the original run's to ``compute.json``.
 """
@@ -30,11 +31,11 @@ from shortcutlab.experiment.results import make_results, write_csv_atomic, write
 from shortcutlab.experiment.runner import (
     Context,
     _tensors,
-    carve_holdout,
     evaluate_method,
     load_dataset,
     method_hparams,
     resolve_device,
+    torch_threads,
 )
 from shortcutlab.methods import TaskInfo
 from shortcutlab.methods.erm import ERM
@@ -91,27 +92,20 @@ def _context(
     )
 
 
-def draw_external_set(table: ImageTable, fraction: float, seed: int) -> np.ndarray:
-    """Rows of ``table`` (all from ``val``) forming the external set; see the module doc."""
-    if not 0 < fraction <= 1:
-        raise ShortcutlabError(f"--external-fraction must lie in (0, 1], not {fraction}.")
-    val_rows = np.flatnonzero(table.meta["split"].astype(str).to_numpy() == "val")
-    n_train = int((table.meta["split"].astype(str) == "train").sum())
-    want = int(round(fraction * n_train))
-    if want > len(val_rows):
+def external_rows(table: ImageTable) -> np.ndarray:
+    """Rows of the ``external`` split (disjoint from train and val by construction)."""
+    rows = np.flatnonzero(table.meta["split"].astype(str).to_numpy() == "external")
+    if len(rows) == 0:
         raise ShortcutlabError(
-            f"an external set of {fraction:.0%} of train ({want} images) needs more than the "
-            f"{len(val_rows)} val images; lower --external-fraction."
+            "debias needs an 'external' split disjoint from train and val: add 'external: "
+            "<fraction>' to dataset.fractions, or rows with split=external to the CSV."
         )
-    _, picked = carve_holdout(table.select(val_rows), want / max(len(val_rows), 1), seed)
-    return val_rows[picked]
+    return rows
 
 
 def _open_checkpoint(checkpoint: str | Path, cfg: ExperimentConfig, out: Path):
     """What ``debias`` and ``audit`` both start from: the out folder, the data, the model."""
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
     table = load_dataset(cfg.dataset)
     ckpt, method = load_run_checkpoint(checkpoint, table)
     seed = int(ckpt.get("seed", 0))
@@ -124,15 +118,24 @@ def debias_checkpoint(
     cfg: ExperimentConfig,
     out: str | Path,
     attribute: str | None = None,
-    external_fraction: float = 0.1,
     mask: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """SWiFT on a checkpoint; writes results.csv, compute.json, swift.json, config.yaml, report."""
+    """SWiFT on a checkpoint; writes results.csv, compute.json, swift.json, config.yaml, report.
+
+    ``overrides``: SWiFT hyperparameters on top of the config's (the sweep script uses them).
+    Runs with ``train.num_threads`` threads and restores the caller's setting afterwards.
+    """
+    with torch_threads(cfg.train.num_threads):
+        return _debias(checkpoint, cfg, Path(out), attribute, mask, dict(overrides or {}))
+
+
+def _debias(checkpoint, cfg, out, attribute, mask, overrides):
     from shortcutlab.report.build import build_report
 
-    out = Path(out)
     table, ckpt, method, seed, name = _open_checkpoint(checkpoint, cfg, out)
     hp = method_hparams(MethodSpec(name="swift"), cfg)
+    hp.update(overrides)
     if attribute is not None:
         hp["attribute"] = attribute
     if mask is not None:
@@ -140,12 +143,7 @@ def debias_checkpoint(
     j = attribute_index(method.info, hp.get("attribute"))
     swift_cfg = swift_config_from_hparams(hp, seed=seed)
 
-    ext_rows = draw_external_set(table, external_fraction, seed)
-    meta = table.meta.copy()
-    meta.loc[ext_rows, "split"] = "external"
-    table = ImageTable(
-        table.images, meta, table.attributes, table.num_classes, table.masks, table.name
-    )
+    ext_rows = external_rows(table)
     ctx = _context(table, method, cfg, seed, out)
     method.to(ctx.device)
     before = make_results(evaluate_method(method, table, ctx, cfg), name, seed)
@@ -164,6 +162,7 @@ def debias_checkpoint(
         external_rows=len(ext_rows),
         balanced_rows=len(result.kept_rows),
         mask=swift_cfg.mask,
+        fairness=swift_cfg.fairness,
     )
     write_csv_atomic(results, out / "results.csv")
     write_text_atomic(json.dumps(compute, indent=1), out / "compute.json")
@@ -202,9 +201,13 @@ def audit_checkpoint(
     """Per-group metrics and fairness gaps on every split (the runner's evaluation), bootstrap
     CIs of the gaps, and linear-probe leakage of every attribute (probe fit on val, scored on
     the other evaluation splits); writes results.csv, config.yaml and the report."""
+    with torch_threads(cfg.train.num_threads):
+        return _audit(checkpoint, cfg, Path(out))
+
+
+def _audit(checkpoint: str | Path, cfg: ExperimentConfig, out: Path) -> pd.DataFrame:
     from shortcutlab.report.build import build_report
 
-    out = Path(out)
     table, ckpt, method, seed, name = _open_checkpoint(checkpoint, cfg, out)
     ctx = _context(table, method, cfg, seed, out)
     method.to(ctx.device)

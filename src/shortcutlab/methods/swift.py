@@ -42,7 +42,7 @@ from shortcutlab.methods.erm import ERM
 from shortcutlab.methods.registry import register
 from shortcutlab.models import EncoderHeadModel
 
-FAIRNESS_GAPS = ("eodds", "eopp", "spd")
+FAIRNESS_GAPS = ("eodds", "eodds_abs", "eopp", "spd")
 MASK_KINDS = ("soft", "hard")
 
 
@@ -52,7 +52,7 @@ class SwiftConfig:
 
     beta: float = 0.1
     mask: str = "soft"  # "soft": tanh(R) (SWiFT); "hard": 1[R > mean R] (BMFT)
-    fairness: str = "eodds"  # "eodds", "eopp" or "spd"
+    fairness: str = "eodds"  # "eodds" (the paper's), "eodds_abs" (our choice), "eopp" or "spd"
     step1_epochs: int = 10
     step2_epochs: int = 10
     step1_lr: float = 1e-4
@@ -180,13 +180,19 @@ def fairness_gap(
 ) -> torch.Tensor:
     """``L_bias``: differentiable fairness gap on soft predictions ``p = sigmoid(logit)``.
 
-    Soft rates are mean ``p`` over a cell. ``eodds``: ``0.5 |(FPR_0 - FPR_1) + (TPR_0 - TPR_1)|``;
-    ``eopp``: ``|TPR_0 - TPR_1|``; ``spd``: ``|P_0 - P_1|`` (subscripts: attribute value).
+    Soft rates are mean ``p`` over a cell. ``eodds``: ``0.5 |(FPR_0 - FPR_1) + (TPR_0 - TPR_1)|``
+    (methods.md); ``eodds_abs``: ``0.5 (|FPR_0 - FPR_1| + |TPR_0 - TPR_1|)`` (our choice: in the
+    signed sum an FPR gap and a TPR gap of opposite sign cancel, so a model whose positive rate
+    depends on the attribute in opposite directions per class, which fairlearn's equalized-odds
+    difference reports as its larger gap, has ``eodds`` near 0); ``eopp``: ``|TPR_0 - TPR_1|``;
+    ``spd``: ``|P_0 - P_1|`` (subscripts: attribute value).
     """
     a0, a1 = a == 0, a == 1
     pos, neg = y == 1, y == 0
     if kind == "eodds":
         return 0.5 * (_gap(p, neg & a0, neg & a1) + _gap(p, pos & a0, pos & a1)).abs()
+    if kind == "eodds_abs":
+        return 0.5 * (_gap(p, neg & a0, neg & a1).abs() + _gap(p, pos & a0, pos & a1).abs())
     if kind == "eopp":
         return _gap(p, pos & a0, pos & a1).abs()
     if kind == "spd":
@@ -498,7 +504,9 @@ class Swift(ERM):
         "attribute": Hparam(None, "sensitive attribute (None: the first one)"),
         "beta": Hparam(0.1, "loss mix: step 1 beta L_pred + (1-beta) L_bias, step 2 reversed"),
         "mask": Hparam("soft", "soft: tanh(R) (SWiFT); hard: 1[R > mean R] (BMFT)"),
-        "fairness": Hparam("eodds", "differentiable gap: eodds, eopp or spd"),
+        "fairness": Hparam(
+            "eodds", "differentiable gap: eodds (signed sum), eodds_abs (sum of |gaps|), eopp, spd"
+        ),
         "step1_epochs": Hparam(10, "epochs of step 1 (feature extractor)"),
         "step2_epochs": Hparam(10, "epochs of step 2 (head)"),
         "step1_lr": Hparam(1e-4, "SGD learning rate of step 1"),
