@@ -2,8 +2,8 @@
 
 For every attribute z_i, train and val draw ``P(z_i = y) = correlation`` independently given y;
 ``inv`` draws ``P(z_i = y) = 1 - correlation``; the optional ``external`` split (post-hoc
-debiasing, e.g. SWiFT) draws like train and val but shares no image with any other split; ``bal`` makes every joint (y, z1..zk) cell the
-same size. Attributes with as many values as y has classes are supported; ``z_i = y`` means the
+debiasing, e.g. SWiFT) draws like train and val but shares no image with any other split;
+``bal`` makes every joint (y, z1..zk) cell the same size. Attributes with as many values as y has classes are supported; ``z_i = y`` means the
 same code, and the remaining probability is shared equally by the other values.
 
 Two entry points share the same cell design:
