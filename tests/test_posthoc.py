@@ -83,6 +83,15 @@ def test_swift_in_run_then_debias_and_audit_a_checkpoint(tmp_path, capsys):
     assert code == 0, err
     assert json.loads((dout / "compute.json").read_text())["mask"] == "hard"
 
+    # --external-fraction: that share of train's size, taken from the external split
+    n_train = int((pd.read_csv(root / "metadata.csv")["split"] == "train").sum())
+    code, _, err = run_cli([*args, "--out", dout, "--external-fraction", "0.1"], capsys)
+    assert code == 0, err
+    used = json.loads((dout / "compute.json").read_text())["external_rows"]
+    assert abs(used - 0.1 * n_train) <= 2  # stratified by group: rounding per group
+    code, _, err = run_cli([*args, "--out", dout, "--external-fraction", "0.9"], capsys)
+    assert code == 2 and "the external split has 60" in " ".join(err.split())
+
     aout = tmp_path / "audit"
     code, _, err = run_cli(["audit", ckpt, "--data", cfg, "--out", aout], capsys)
     assert code == 0, err

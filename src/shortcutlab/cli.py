@@ -198,6 +198,11 @@ def debias(
     checkpoint: Path = typer.Argument(..., help="checkpoint.pt of a finished run"),
     data: Path = typer.Option(..., "--data", help="the config the checkpoint was trained with"),
     attribute: str = typer.Option(None, "--attribute", help="sensitive attribute (default: first)"),
+    external_fraction: float = typer.Option(
+        None,
+        "--external-fraction",
+        help="use this fraction of train's size from the external split (default: all of it)",
+    ),
     mask: str = typer.Option(None, "--mask", help="soft (SWiFT, default) | hard (BMFT)"),
     out: Path = typer.Option(..., "--out", "-o", help="output folder"),
 ) -> None:
@@ -208,7 +213,9 @@ def debias(
     if mask is not None and mask not in ("soft", "hard"):
         _fail(f"--mask must be soft or hard, not '{mask}'")
     cfg = load_config(data)
-    results, compute = debias_checkpoint(checkpoint, cfg, out, attribute, mask)
+    results, compute = debias_checkpoint(
+        checkpoint, cfg, out, attribute, mask, external_fraction=external_fraction
+    )
     _print_before_after(results, compute)
     console.print(f"results: {out / 'results.csv'}\nreport:  {out / 'report.html'}")
 

@@ -31,6 +31,7 @@ from shortcutlab.experiment.results import make_results, write_csv_atomic, write
 from shortcutlab.experiment.runner import (
     Context,
     _tensors,
+    carve_holdout,
     evaluate_method,
     load_dataset,
     method_hparams,
@@ -103,6 +104,27 @@ def external_rows(table: ImageTable) -> np.ndarray:
     return rows
 
 
+def take_external_fraction(
+    table: ImageTable, rows: np.ndarray, fraction: float, seed: int
+) -> np.ndarray:
+    """About ``fraction`` x (training images) rows of the external split, stratified by group
+    (each group's share is rounded), seeded."""
+    if not 0 < fraction <= 1:
+        raise ShortcutlabError(f"--external-fraction must lie in (0, 1], not {fraction}.")
+    n_train = int((table.meta["split"].astype(str) == "train").sum())
+    want = round(fraction * n_train)
+    if want > len(rows):
+        raise ShortcutlabError(
+            f"--external-fraction {fraction} asks for {want} images ({fraction:.0%} of the "
+            f"{n_train} training images) but the external split has {len(rows)}; lower it or "
+            "raise dataset.fractions.external."
+        )
+    if want == len(rows):
+        return rows
+    _, picked = carve_holdout(table.select(rows), want / len(rows), seed)
+    return rows[picked]
+
+
 def _open_checkpoint(checkpoint: str | Path, cfg: ExperimentConfig, out: Path):
     """What ``debias`` and ``audit`` both start from: the out folder, the data, the model."""
     out.mkdir(parents=True, exist_ok=True)
@@ -120,17 +142,22 @@ def debias_checkpoint(
     attribute: str | None = None,
     mask: str | None = None,
     overrides: Mapping[str, Any] | None = None,
+    external_fraction: float | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """SWiFT on a checkpoint; writes results.csv, compute.json, swift.json, config.yaml, report.
 
     ``overrides``: SWiFT hyperparameters on top of the config's (the sweep script uses them).
+    ``external_fraction``: use that fraction of the training split's size from the external
+    split (stratified, seeded) instead of all of it.
     Runs with ``train.num_threads`` threads and restores the caller's setting afterwards.
     """
     with torch_threads(cfg.train.num_threads):
-        return _debias(checkpoint, cfg, Path(out), attribute, mask, dict(overrides or {}))
+        return _debias(
+            checkpoint, cfg, Path(out), attribute, mask, dict(overrides or {}), external_fraction
+        )
 
 
-def _debias(checkpoint, cfg, out, attribute, mask, overrides):
+def _debias(checkpoint, cfg, out, attribute, mask, overrides, external_fraction):
     from shortcutlab.report.build import build_report
 
     table, ckpt, method, seed, name = _open_checkpoint(checkpoint, cfg, out)
@@ -144,6 +171,8 @@ def _debias(checkpoint, cfg, out, attribute, mask, overrides):
     swift_cfg = swift_config_from_hparams(hp, seed=seed)
 
     ext_rows = external_rows(table)
+    if external_fraction is not None:
+        ext_rows = take_external_fraction(table, ext_rows, external_fraction, seed)
     ctx = _context(table, method, cfg, seed, out)
     method.to(ctx.device)
     before = make_results(evaluate_method(method, table, ctx, cfg), name, seed)
