@@ -42,12 +42,14 @@ class MIMM(MINEPenaltyMethod):
         ce_y, (ce_z,) = self.head_losses(f, batch)
         f_y, (f_z,) = self.split(f)
         mine = self.mines[0]
-        mi = mine.lower_bound(f_y.float(), f_z.float())
+        groups = self.mine_groups(batch)
+        mi = mine.lower_bound(f_y.float(), f_z.float(), groups)
         loss = (ce_y + ce_z) / 2 + float(self.hparams["lambda"]) * mi
         self.step(loss)
         a, b = f_y.detach().float(), f_z.detach().float()
         bound = [
-            mine.maximise_step(a, b, self.mine_opt) for _ in range(int(self.hparams["n_b"]) - 1)
+            mine.maximise_step(a, b, self.mine_opt, groups)
+            for _ in range(int(self.hparams["n_b"]) - 1)
         ]
         attr = self.split_attrs[0]
         return {

@@ -89,19 +89,29 @@ class MIMMX(MINEPenaltyMethod):
         """``a = softmax(w)`` over the k confounders (uniform and fixed when ``caw`` is off)."""
         return torch.softmax(self.caw_logits, 0)
 
-    def mi_term(self, f_y: torch.Tensor, f_zs: list[torch.Tensor], a: torch.Tensor) -> torch.Tensor:
+    def mi_term(
+        self,
+        f_y: torch.Tensor,
+        f_zs: list[torch.Tensor],
+        a: torch.Tensor,
+        groups: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         f_y = f_y.float()
         if self.hparams["caw_mode"] == "concat":
             weighted = torch.cat([a[i] * fz.float() for i, fz in enumerate(f_zs)], 1)
-            return self.mines[0].lower_bound(f_y, weighted)
+            return self.mines[0].lower_bound(f_y, weighted, groups)
         terms = [
-            a[i] * m.lower_bound(f_y, fz.float())
+            a[i] * m.lower_bound(f_y, fz.float(), groups)
             for i, (m, fz) in enumerate(zip(self.mines, f_zs, strict=True))
         ]
         return torch.stack(terms).sum()
 
     def mine_steps(
-        self, f_y: torch.Tensor, f_zs: list[torch.Tensor], a: torch.Tensor
+        self,
+        f_y: torch.Tensor,
+        f_zs: list[torch.Tensor],
+        a: torch.Tensor,
+        groups: torch.Tensor | None = None,
     ) -> list[float]:
         """``N_B - 1`` maximisation steps of the statistics network(s) on detached inputs."""
         f_y = f_y.detach().float()
@@ -111,12 +121,12 @@ class MIMMX(MINEPenaltyMethod):
         for _ in range(int(self.hparams["n_b"]) - 1):
             if self.hparams["caw_mode"] == "concat":
                 weighted = torch.cat([a[i] * fz for i, fz in enumerate(f_zs)], 1)
-                values.append(self.mines[0].maximise_step(f_y, weighted, self.mine_opt))
+                values.append(self.mines[0].maximise_step(f_y, weighted, self.mine_opt, groups))
             else:
                 self.mine_opt.zero_grad(set_to_none=True)
                 total, value = 0.0, 0.0
                 for m, fz in zip(self.mines, f_zs, strict=True):
-                    objective, v = m.training_objective(f_y, fz)
+                    objective, v = m.training_objective(f_y, fz, groups)
                     total = total - objective
                     value += v
                 total.backward()
@@ -164,13 +174,14 @@ class MIMMX(MINEPenaltyMethod):
         gammas = self.gammas([v.item() for v in losses])
         f_y, f_zs = self.split(f)
         a = self.attention()
-        mi = self.mi_term(f_y, f_zs, _ReverseGrad.apply(a) if self.hparams["caw"] else a)
+        groups = self.mine_groups(batch)
+        mi = self.mi_term(f_y, f_zs, _ReverseGrad.apply(a) if self.hparams["caw"] else a, groups)
         loss = (
             sum(g * v for g, v in zip(gammas, losses, strict=True))
             + float(self.hparams["lambda"]) * mi
         )
         self.step(loss)
-        bound = self.mine_steps(f_y, f_zs, a)
+        bound = self.mine_steps(f_y, f_zs, a, groups)
         out = {"loss": loss.item(), "ce_y": ce_y.item(), "mi": mi.item()}
         out["mi_mine_steps"] = sum(bound) / len(bound) if bound else mi.item()
         for i, attr in enumerate(self.split_attrs):
