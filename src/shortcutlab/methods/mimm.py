@@ -5,7 +5,9 @@ One confounder, the first attribute. Encoder output ``F = [F_Y, F_Z]``, heads ``
 (``estimators.mine``). Alternating optimisation per ``update``: one encoder/heads step (the MI term
 back-propagates into the encoder, T fixed), then ``N_B - 1`` steps of T maximising the bound on the
 detached features of the same batch (our choice: the features computed before the encoder step,
-which saves a forward pass).
+which saves a forward pass). ``mi_given_y`` (our
+choice, default off) draws the marginal pairs within a class: the term becomes
+``I(F_Y; F_Z | y)``.
 """
 
 from __future__ import annotations

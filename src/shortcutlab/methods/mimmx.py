@@ -16,6 +16,10 @@ Encoder output ``f = [f_y, f_z1, ..., f_zk]``, one head per target. Per ``update
 - ``L = gamma_0 L_0 + sum_i gamma_i L_i + lambda * MI``, one encoder/heads/CAW step, then
   ``N_B - 1`` MINE steps maximising the bound on detached features (and detached ``a``).
 
+``mi_given_y`` (our choice, default off): the marginal pairs of every MINE bound are drawn
+within a class, so the term is ``I(f_y; f_z | y)``: at P(z = y) = 0.9, ``I(f_y; f_z)`` cannot
+reach 0 while ``f_y`` predicts ``y``, the conditional term can (docs/RESULTS.md).
+
 Defaults are the paper's brain-MRI settings: N_B 6, alpha_Y 0.3, alpha_Z 0.8, beta_Y 0.01,
 lambda 1.5.
 """
