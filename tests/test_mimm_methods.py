@@ -161,6 +161,8 @@ def test_caw_off_keeps_uniform_attention() -> None:
         ("mimm", {"mine_hidden": 32}),
         ("mimmx", {"mine_hidden": 32}),
         ("mimmx", {"mine_hidden": 32, "caw_mode": "pairwise", "mine_ema_alpha": 0.1}),
+        ("mimm", {"mine_hidden": 32, "mi_given_y": True}),
+        ("mimmx", {"mine_hidden": 32, "caw_mode": "pairwise", "mi_given_y": True}),
     ],
 )
 def test_update_is_finite_and_changes_parameters(name: str, hp: dict) -> None:
@@ -195,3 +197,20 @@ def test_encoder_dim_and_feature_blocks() -> None:
     hp = get_method("mimmx").hparam_defaults()
     assert get_method("mimmx").encoder_dim(info, hp) == 32 + 3 * 16
     assert get_method("mimm").encoder_dim(info, get_method("mimm").hparam_defaults()) == 32 + 16
+
+
+@pytest.mark.parametrize("mode", ["concat", "pairwise"])
+def test_mi_given_y_penalises_the_conditional_bound(mode: str) -> None:
+    """``mi_given_y``: the penalty in ``update`` is MINE's bound with marginal pairs within y."""
+    method = build("mimmx", mine_hidden=32, caw_mode=mode, mi_given_y=True)
+    data = toy(64, 3)
+    with torch.no_grad():
+        f_y, f_zs = method.split(method.model.features(data["x"]))
+        a = method.attention()
+        conditional = method.mi_term(f_y, f_zs, a, data["y"]).item()
+        plain = method.mi_term(f_y, f_zs, a).item()
+    assert abs(conditional - plain) > 1e-4
+    assert method.update(data)["mi"] == pytest.approx(conditional, abs=1e-5)
+    assert build("mimmx", mine_hidden=32, caw_mode=mode).update(data)["mi"] == pytest.approx(
+        plain, abs=1e-5
+    )

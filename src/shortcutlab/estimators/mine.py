@@ -12,6 +12,11 @@ set its own statistics, a difference ``T`` can exploit instead of the dependence
 layer is applied as ``W_a a_i + W_b b_j`` (B + B rows, then a broadcast sum), which is exactly
 ``W [a_i; b_j]`` without materialising the B*B concatenations.
 
+Conditional marginal (our choice, option): with ``groups`` (e.g. the class labels ``y``) the
+marginal term only uses off-diagonal pairs ``(i, j)`` with ``groups[i] == groups[j]``, i.e. samples
+of the product of the conditionals ``p(a | g) p(b | g)``; the bound then estimates
+``I(A; B | G)`` instead of ``I(A; B)``. Columns whose group has no other member are left out.
+
 Bias correction (sec. 3.2 of the paper, optional): the gradient of the marginal term
 ``log mean exp T`` is biased on a mini-batch; with ``ema_alpha`` set, training uses
 ``grad(mean exp T) / EMA(mean exp T)`` instead (moving average with rate ``ema_alpha``, kept in
@@ -63,27 +68,50 @@ class MINE(nn.Module):
         return self.body(h.reshape(n * n, -1)).reshape(n, n)
 
     @staticmethod
-    def _terms(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Joint term and per-column ``log mean_{i != j} exp S[i, j]`` (B,)."""
+    def _terms(
+        s: torch.Tensor, groups: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Joint term and per-column ``log mean_{i != j} exp S[i, j]`` (B,).
+
+        With ``groups``, only pairs with ``groups[i] == groups[j]`` enter column ``j``'s marginal
+        term, and the columns without such a pair are dropped (joint term over the rest).
+        """
         s = s.float()  # logsumexp in float32 also under bf16 autocast
         n = s.shape[0]
         eye = torch.eye(n, dtype=torch.bool, device=s.device)
-        joint = s.diagonal().mean()
-        log_marg = torch.logsumexp(s.masked_fill(eye, float("-inf")), dim=0) - math.log(n - 1)
+        if groups is None:
+            joint = s.diagonal().mean()
+            log_marg = torch.logsumexp(s.masked_fill(eye, float("-inf")), dim=0) - math.log(n - 1)
+            return joint, log_marg
+        g = groups.reshape(-1)
+        if g.shape[0] != n:
+            raise ValueError(f"groups needs {n} entries, got {g.shape[0]}")
+        allowed = (g.unsqueeze(1) == g.unsqueeze(0)) & ~eye
+        count = allowed.sum(0)
+        keep = count > 0
+        if not bool(keep.any()):
+            raise ValueError("conditional MINE needs two samples of one group in the batch")
+        log_marg = torch.logsumexp(s.masked_fill(~allowed, float("-inf")), dim=0)
+        log_marg = log_marg[keep] - count[keep].float().log()
+        joint = s.diagonal()[keep].mean()
         return joint, log_marg
 
-    def lower_bound(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """The DV estimate of I(A; B) in nats on this batch (differentiable in a, b and T)."""
-        joint, log_marg = self._terms(self.scores(a, b))
+    def lower_bound(
+        self, a: torch.Tensor, b: torch.Tensor, groups: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The DV estimate of I(A; B) (of I(A; B | G) with ``groups``) in nats on this batch."""
+        joint, log_marg = self._terms(self.scores(a, b), groups)
         return joint - log_marg.mean()
 
-    def training_objective(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, float]:
+    def training_objective(
+        self, a: torch.Tensor, b: torch.Tensor, groups: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, float]:
         """Surrogate to *maximise* when training T, and the bound's value as a float.
 
         Without ``ema_alpha`` it is the bound itself. With it, the marginal term's gradient is
         replaced by ``grad(m) / EMA(m)`` with ``m = mean_{i != j} exp S[i, j]`` (paper sec. 3.2).
         """
-        joint, log_marg = self._terms(self.scores(a, b))
+        joint, log_marg = self._terms(self.scores(a, b), groups)
         bound = joint - log_marg.mean()
         if self.ema_alpha is None:
             return bound, bound.item()
@@ -102,10 +130,14 @@ class MINE(nn.Module):
         return surrogate, bound.item()
 
     def maximise_step(
-        self, a: torch.Tensor, b: torch.Tensor, optimizer: torch.optim.Optimizer
+        self,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        groups: torch.Tensor | None = None,
     ) -> float:
         """One gradient step of T on detached samples; returns the bound before the step."""
-        objective, value = self.training_objective(a.detach(), b.detach())
+        objective, value = self.training_objective(a.detach(), b.detach(), groups)
         optimizer.zero_grad(set_to_none=True)
         (-objective).backward()
         optimizer.step()

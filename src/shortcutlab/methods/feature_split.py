@@ -47,6 +47,11 @@ MINE_HPARAMS: dict[str, Hparam] = {
     ),
     "mine_hidden": Hparam(400, "width of the statistics network's three hidden layers"),
     "mine_ema_alpha": Hparam(0.0, "EMA rate of MINE's gradient bias correction; 0 turns it off"),
+    "mi_given_y": Hparam(
+        False,
+        "our choice: marginal pairs only within a class, so the penalty is I(f_y; f_z | y) "
+        "(the z-information beyond y) instead of I(f_y; f_z)",
+    ),
 }
 
 
@@ -128,6 +133,10 @@ class MINEPenaltyMethod(FeatureSplitMethod):
     def build_mine(self, dim_a: int, dim_b: int) -> MINE:
         alpha = float(self.hparams["mine_ema_alpha"])
         return MINE(dim_a, dim_b, int(self.hparams["mine_hidden"]), ema_alpha=alpha or None)
+
+    def mine_groups(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The class labels that pair the marginal samples when ``mi_given_y`` is on, else None."""
+        return batch["y"] if self.hparams["mi_given_y"] else None
 
     def mine_optimizer(self, mines: nn.ModuleList) -> torch.optim.Optimizer:
         return torch.optim.Adam(mines.parameters(), lr=float(self.hparams["mine_lr"]))

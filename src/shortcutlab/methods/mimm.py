@@ -5,7 +5,9 @@ One confounder, the first attribute. Encoder output ``F = [F_Y, F_Z]``, heads ``
 (``estimators.mine``). Alternating optimisation per ``update``: one encoder/heads step (the MI term
 back-propagates into the encoder, T fixed), then ``N_B - 1`` steps of T maximising the bound on the
 detached features of the same batch (our choice: the features computed before the encoder step,
-which saves a forward pass).
+which saves a forward pass). ``mi_given_y`` (our
+choice, default off) draws the marginal pairs within a class: the term becomes
+``I(F_Y; F_Z | y)``.
 """
 
 from __future__ import annotations
@@ -42,12 +44,14 @@ class MIMM(MINEPenaltyMethod):
         ce_y, (ce_z,) = self.head_losses(f, batch)
         f_y, (f_z,) = self.split(f)
         mine = self.mines[0]
-        mi = mine.lower_bound(f_y.float(), f_z.float())
+        groups = self.mine_groups(batch)
+        mi = mine.lower_bound(f_y.float(), f_z.float(), groups)
         loss = (ce_y + ce_z) / 2 + float(self.hparams["lambda"]) * mi
         self.step(loss)
         a, b = f_y.detach().float(), f_z.detach().float()
         bound = [
-            mine.maximise_step(a, b, self.mine_opt) for _ in range(int(self.hparams["n_b"]) - 1)
+            mine.maximise_step(a, b, self.mine_opt, groups)
+            for _ in range(int(self.hparams["n_b"]) - 1)
         ]
         attr = self.split_attrs[0]
         return {
