@@ -18,7 +18,8 @@ def _cfg(**train):
     )
 
 
-def test_synthetic_dataset_realises_the_design_and_is_cached(_private_cache):
+def test_synthetic_dataset_realises_the_design_and_is_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("SHORTCUTLAB_CACHE", str(tmp_path))  # a cache of this test's own
     a = make_synthetic("synth-cxr", 800, ["site"], 0.9, seed=3, image_size=32)
     meta = a.meta
     train = meta[meta.split == "train"]
@@ -26,7 +27,7 @@ def test_synthetic_dataset_realises_the_design_and_is_cached(_private_cache):
     assert (train.site == train.y).mean() == pytest.approx(0.9, abs=0.01)
     assert (inv.site == inv.y).mean() == pytest.approx(0.1, abs=0.02)
     assert a.masks is not None and a.masks.shape == (800, 32, 32)
-    files = list(_private_cache.glob("synth-cxr-*.npz"))
+    files = list(tmp_path.glob("synth-cxr-*.npz"))
     assert len(files) == 1
     b = make_synthetic("synth-cxr", 800, ["site"], 0.9, seed=3, image_size=32)
     assert np.array_equal(a.images, b.images)
@@ -35,14 +36,14 @@ def test_synthetic_dataset_realises_the_design_and_is_cached(_private_cache):
     assert np.array_equal(a.images, c.images)
 
 
-def test_cache_is_not_reused_after_the_renderer_changes(_private_cache, monkeypatch):
+def test_cache_is_not_reused_after_the_renderer_changes(tmp_path, monkeypatch):
     import shortcutlab.data.synthetic as synthetic
 
+    monkeypatch.setenv("SHORTCUTLAB_CACHE", str(tmp_path))
     make_synthetic("synth-cxr", 200, ["site"], 0.9, seed=3, image_size=32)
-    before = set(_private_cache.glob("synth-cxr-*.npz"))
     monkeypatch.setattr(synthetic, "renderer_fingerprint", lambda: "another-version")
     make_synthetic("synth-cxr", 200, ["site"], 0.9, seed=3, image_size=32)
-    assert len(set(_private_cache.glob("synth-cxr-*.npz")) - before) == 1
+    assert len(list(tmp_path.glob("synth-cxr-*.npz"))) == 2
 
 
 def test_model_selection_looks_at_val_only(tmp_path, monkeypatch):
