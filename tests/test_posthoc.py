@@ -121,3 +121,30 @@ def test_debias_mistakes_give_one_sentence(tmp_path, capsys):
         assert code == 2 and message in " ".join(err.split()), err
     code, _, err = run_cli(["audit", out / "nope.pt", "--data", cfg, "--out", out / "a"], capsys)
     assert code == 2 and "does not exist" in err
+
+
+def test_audit_opens_a_feature_split_checkpoint_with_the_same_predictions(tmp_path, capsys):
+    root = write_csv_dataset(tmp_path / "data", n=240)
+    cfg = write_config(
+        tmp_path / "cfg.yaml",
+        root,
+        methods=["mimmx"],
+        hparams={"mimmx": {"f_y_dim": 8, "f_z_dim": 4, "n_b": 2, "mine_hidden": 16}},
+        train={"epochs": 1, "batch_size": 32},
+    )
+    out = tmp_path / "runs"
+    code, _, err = run_cli(["run", cfg, "--out", out, "--quiet"], capsys)
+    assert code == 0, err
+    ckpt = out / "mimmx" / "seed_0" / "checkpoint.pt"
+    code, _, err = run_cli(["audit", ckpt, "--data", cfg, "--out", tmp_path / "a"], capsys)
+    assert code == 0, err
+
+    def accuracy(path):
+        res = pd.read_csv(path)
+        sel = (res.split == "val") & (res.target == "y") & (res.metric == "accuracy")
+        return res[sel]["value"].iloc[0]
+
+    # the task head on f_y, loaded as a linear head on all features, predicts the same
+    assert accuracy(tmp_path / "a" / "results.csv") == pytest.approx(
+        accuracy(out / "mimmx" / "seed_0" / "results.csv")
+    )

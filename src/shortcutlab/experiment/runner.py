@@ -433,6 +433,7 @@ def _train_one(
             "model_state": method.model.state_dict(),
             "method_state": method.state_dict(),
             "info": info.__dict__,
+            "feature_dim": method.model.feature_dim,
             "train": cfg.train.model_dump(),
             "dataset": cfg.dataset.model_dump(),
             "seed": seed,

@@ -47,6 +47,23 @@ def read_checkpoint(path: str | Path) -> Any:
             raise ShortcutlabError(f"'{path}' is not a torch checkpoint file.") from None
 
 
+def _task_block_head_as_linear(state: dict, ckpt: Any, path: str | Path) -> dict:
+    """A feature-split model (dcor, mimm, mimmx) has a task head on the block ``f_y`` = the
+    first ``dy`` features; as a plain linear head on all features it has zero weights on the
+    confounder blocks, which gives the same logits."""
+    feature_dim = ckpt.get("feature_dim") if isinstance(ckpt, Mapping) else None
+    if feature_dim is None:
+        raise ShortcutlabError(
+            f"checkpoint '{path}' has a block head but no 'feature_dim'; re-run it with this "
+            "version of shortcutlab."
+        )
+    weight = state.pop("head.linear.weight")
+    bias = state.pop("head.linear.bias")
+    full = torch.zeros(weight.shape[0], int(feature_dim), dtype=weight.dtype)
+    full[:, : weight.shape[1]] = weight
+    return {**state, "head.weight": full, "head.bias": bias}
+
+
 def load_trained_model(
     path: str | Path, info: Any, default_backbone: str = "small-cnn"
 ) -> EncoderHeadModel:
@@ -65,6 +82,8 @@ def load_trained_model(
     config = {k: v for k, v in ckpt.items() if k not in ("model_state", "method_state")}
     state = {(k[6:] if k.startswith("model.") else k): v for k, v in state.items()}
     state = {k: v for k, v in state.items() if k.startswith(("encoder.", "head."))}
+    if "head.linear.weight" in state:
+        state = _task_block_head_as_linear(state, ckpt, path)
     if "head.weight" not in state:
         raise ShortcutlabError(f"checkpoint '{path}' has no linear head ('head.weight').")
     backbone = _find_key(config, "backbone") or default_backbone
