@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import yaml
 import pytest
 from conftest import run_cli, write_config, write_csv_dataset
 
@@ -42,6 +43,15 @@ def test_csv_dataset_with_split_column_runs_and_resumes(tmp_path, capsys):
     again = pd.read_csv(out / "results.csv")
     assert len(again) == len(results)
     assert json.loads(done.read_text())["method"] == "erm"
+
+    # a folder written before a setting existed (stored config lacks it; its default changes
+    # nothing) still resumes
+    stored = yaml.safe_load((out / "config.yaml").read_text())
+    del stored["dataset"]["target_domain"]
+    (out / "config.yaml").write_text(yaml.safe_dump(stored))
+    code, _, err = run_cli(["run", cfg, "--out", out, "--quiet", "train.epochs=2"], capsys)
+    assert code == 0, err
+    assert done.stat().st_mtime_ns == stamp
 
     # a changed training section into the same folder is refused rather than mixed
     code, _, err = run_cli(["run", cfg, "--out", out, "--quiet", "train.epochs=3"], capsys)

@@ -518,6 +518,10 @@ def _check_resumable(out: Path, cfg: ExperimentConfig) -> None:
     if not path.exists():
         return
     old = yaml.safe_load(path.read_text()) or {}
+    with contextlib.suppress(Exception):
+        # read the stored config through today's schema, so that a setting added since (with a
+        # default that changes nothing) does not count as a change
+        old = ExperimentConfig.model_validate(old).model_dump(mode="json")
     new = cfg.model_dump(mode="json")
     changed = [k for k in _RESUME_KEYS if old.get(k) != new.get(k)]
     if changed:
