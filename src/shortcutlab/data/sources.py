@@ -102,7 +102,8 @@ def make_synthetic(
     )
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
+        # a name of this process's own: runs started side by side may render the same data
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
         np.savez(tmp, images=images, masks=masks, meta=np.array(meta.to_json(orient="split")))
         tmp.replace(path)
     return ImageTable(images, meta, attributes, 2, masks, name)
