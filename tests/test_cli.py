@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-import yaml
 import pytest
+import yaml
 from conftest import run_cli, write_config, write_csv_dataset
 
 from shortcutlab.experiment.results import RESULT_COLUMNS

@@ -235,9 +235,8 @@ def scores(model, x, y, a) -> dict[str, float]:
     }
 
 
-def test_swift_narrows_the_equalized_odds_gap_of_a_biased_model():
-    torch.set_num_threads(1)
-    rng = np.random.default_rng(0)
+def biased_model(rng: np.random.Generator) -> EncoderHeadModel:
+    """An MLP trained by ERM on toy data where P(a = y) = 0.9: it leans on the attribute."""
     torch.manual_seed(0)
     x, y, a = make_toy(2000, 0.9, rng)
     model = EncoderHeadModel(nn.Sequential(nn.Linear(8, 32), nn.ReLU()), nn.Linear(32, 2), 32)
@@ -247,6 +246,13 @@ def test_swift_narrows_the_equalized_odds_gap_of_a_biased_model():
         opt.zero_grad()
         loss.backward()
         opt.step()
+    return model
+
+
+def test_swift_narrows_the_equalized_odds_gap_of_a_biased_model():
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    model = biased_model(rng)
     test = make_toy(4000, 0.5, rng)  # balanced: every (y, a) cell about the same size
     before = scores(model, *test)
     assert before["eodds"] > 0.3  # the ERM model uses the attribute
@@ -282,3 +288,60 @@ def test_multivalued_attribute_runs_on_the_two_extreme_groups():
     kept = a[torch.as_tensor(result.kept_rows)]
     assert set(kept.tolist()) == {0, 2} or set(kept.tolist()) == {1, 2}
     assert (kept == 2).sum() * 2 == len(kept)
+
+
+def test_val_selection_keeps_the_candidate_with_the_smallest_selection_gap():
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    model = biased_model(rng)
+    external, select = make_toy(1000, 0.9, rng), make_toy(1000, 0.9, rng)
+    cfg = SwiftConfig(step1_lr=1e-2, step2_lr=1e-1, step2_epochs=5, select="val", seed=0)
+    result = swift_debias(model, *external, config=cfg, select_data=select)
+    scored = [h for h in result.history if "select" in h]
+    assert [h["select"] for h in scored] == ["input"] + [f"step2_epoch_{k}" for k in range(5)]
+    auroc_in = scored[0]["select_auroc"]
+    allowed = [h for h in scored if h["select_auroc"] >= auroc_in - cfg.max_auroc_drop]
+    best = min(allowed, key=lambda h: h["select_gap"])
+    assert result.selected == best["select"] != "input"  # this model is biased: SWiFT helps
+    assert scores(model, *select)["eodds"] == pytest.approx(best["select_gap"])
+    # selection scores the input model and the step-1 features once each
+    n = len(result.kept_rows)
+    assert result.compute.samples_processed == (2 + cfg.step1_epochs + 1) * n + 2 * 1000
+
+
+def test_val_selection_returns_a_model_that_is_already_fair_unchanged():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(2)
+    x, y, a = make_toy(400, 0.9, rng)
+    model = EncoderHeadModel(nn.Sequential(nn.Linear(8, 4), nn.ReLU()), nn.Linear(4, 2), 4)
+    with torch.no_grad():  # predicts y from feature 0 alone
+        model.encoder[0].weight.zero_()
+        model.encoder[0].weight[0, 0] = 1.0
+        model.encoder[0].bias.zero_()
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+        model.head.weight[1, 0] = 4.0
+        model.head.weight[0, 0] = -4.0
+    # on these selection images the model is exact in every group: gap 0, nothing can beat it
+    ys = torch.tensor([0, 0, 1, 1] * 10)
+    xs = torch.zeros(40, 8)
+    xs[:, 0] = 3.0 * (2 * ys - 1)
+    a_s = torch.tensor([0, 1, 0, 1] * 10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = SwiftConfig(step1_lr=1e-1, step2_lr=1.0, step1_epochs=3, step2_epochs=3, select="val")
+    result = swift_debias(model, x, y, a, config=cfg, select_data=(xs, ys, a_s))
+    assert result.selected == "input"
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    # without selection the same SWiFT run does change the model
+    plain = SwiftConfig(step1_lr=1e-1, step2_lr=1.0, step1_epochs=3, step2_epochs=3)
+    swift_debias(model, x, y, a, config=plain)
+    assert any(not torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_val_selection_without_a_selection_set_or_with_a_bad_rule_is_refused():
+    x, y, a = toy_batch()
+    with pytest.raises(ShortcutlabError, match="selection set"):
+        swift_debias(mlp(), x, y, a, config=SwiftConfig(select="val"))
+    with pytest.raises(ShortcutlabError, match="select must be one of"):
+        SwiftConfig(select="test")

@@ -179,8 +179,15 @@ def _debias(checkpoint, cfg, out, attribute, mask, overrides, external_fraction)
 
     ext = _tensors(table.select(ext_rows))
     t0 = time.perf_counter()
+    val = ctx.val  # the selection split: only scored, by swift's select="val"
     result: SwiftResult = swift_debias(
-        method.model, ext["x"], ext["y"], ext["z"][:, j], swift_cfg, ctx.device
+        method.model,
+        ext["x"],
+        ext["y"],
+        ext["z"][:, j],
+        swift_cfg,
+        ctx.device,
+        select_data=(val["x"], val["y"], val["z"][:, j]),
     )
     after = make_results(evaluate_method(method, table, ctx, cfg), f"{name}+swift", seed)
     results = pd.concat([before, after], ignore_index=True)
@@ -192,6 +199,8 @@ def _debias(checkpoint, cfg, out, attribute, mask, overrides, external_fraction)
         balanced_rows=len(result.kept_rows),
         mask=swift_cfg.mask,
         fairness=swift_cfg.fairness,
+        select=swift_cfg.select,
+        selected=result.selected,
     )
     write_csv_atomic(results, out / "results.csv")
     write_text_atomic(json.dumps(compute, indent=1), out / "compute.json")

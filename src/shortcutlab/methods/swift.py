@@ -13,6 +13,13 @@ and one sensitive attribute ``a``; no access to the original training data. Algo
 5. step 2: head entries with mask above the tensor's mean are zeroed, extractor frozen,
    ``(1 - beta) L_pred + beta L_bias``, lr 1e-3.
 
+Optional selection on a selection set (``select="val"``, our choice; the paper keeps the last
+epoch): among the input model and the model after each step-2 epoch, keep the one with the
+smallest fairness gap (fairlearn's, on hard predictions) on the selection set whose AUROC there
+(every (y, a) cell weighted equally, so the shortcut in that set earns nothing) is at most
+``max_auroc_drop`` below the input model's. The input model always qualifies, so a
+model that SWiFT makes less fair on the selection set is returned unchanged.
+
 Choices not fixed by the paper (our choice): the model stays in eval mode throughout (batch-norm
 statistics frozen, so only masked gradient steps change the network); SGD with momentum 0.9 and
 no weight decay (Adam would undo a per-parameter gradient scale, weight decay would move masked
@@ -44,6 +51,14 @@ from shortcutlab.models import EncoderHeadModel
 
 FAIRNESS_GAPS = ("eodds", "eodds_abs", "eopp", "spd")
 MASK_KINDS = ("soft", "hard")
+SELECT_KINDS = ("none", "val")
+# the hard-prediction gap (metrics.fairness_gaps key) that selection compares, per loss
+_SELECTION_GAP = {
+    "eodds": "eodds_gap",
+    "eodds_abs": "eodds_gap",
+    "eopp": "eopp_gap",
+    "spd": "dp_gap",
+}
 
 
 @dataclass
@@ -59,6 +74,9 @@ class SwiftConfig:
     step2_lr: float = 1e-3
     momentum: float = 0.9
     batch_size: int = 64
+    # "val" (our choice): keep the input model or a step-2 epoch by the selection set's gap
+    select: str = "none"
+    max_auroc_drop: float = 0.02  # selection: AUROC loss allowed on the selection set
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -70,6 +88,10 @@ class SwiftConfig:
             )
         if not 0.0 <= self.beta <= 1.0:
             raise ShortcutlabError(f"SWiFT beta must lie in [0, 1], not {self.beta}.")
+        if self.select not in SELECT_KINDS:
+            raise ShortcutlabError(
+                f"SWiFT select must be one of {SELECT_KINDS}, not '{self.select}'."
+            )
 
 
 @dataclass
@@ -91,6 +113,8 @@ class SwiftResult:
     kept_rows: np.ndarray
     compute: SwiftCompute
     history: list[dict[str, float]] = field(default_factory=list)
+    # which model was kept: "last" (no selection), "input" or "step2_epoch_<k>"
+    selected: str = "last"
 
 
 # -- data preparation ---------------------------------------------------------------------------
@@ -346,11 +370,13 @@ def swift_step2(
     cfg: SwiftConfig,
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
+    on_epoch: Callable[[int], None] | None = None,
 ) -> list[dict[str, float]]:
     """Step 2 (head): reset masked head entries, freeze the extractor, train the head.
 
     Loss ``(1 - beta) L_pred + beta L_bias``. The extractor is frozen and in eval mode, so its
     features are computed once and the head trains on them (same result, far less compute).
+    ``on_epoch(epoch)`` is called after every epoch (selection uses it).
     """
     device = torch.device(device)
     zeroed = reset_head(model, masks)
@@ -376,6 +402,8 @@ def swift_step2(
                 opt.step()
                 logs.append({"loss": loss.item(), "l_pred": l_pred.item(), "l_bias": l_bias.item()})
             history.append({"step": 2, "epoch": epoch, **_mean_logs(logs)})
+            if on_epoch is not None:
+                on_epoch(epoch)
     finally:
         model.encoder.requires_grad_(True)
     return history
@@ -429,13 +457,18 @@ def swift_debias(
     a: torch.Tensor,
     config: SwiftConfig | None = None,
     device: torch.device | str | None = None,
+    select_data: Batch | None = None,
 ) -> SwiftResult:
     """Run SWiFT on ``model`` in place with the external set ``(x, y, a)``; see the module doc.
 
     ``x`` is float in [0, 1] or uint8; ``y`` binary; ``a`` any integer attribute (a multi-valued
-    one is reduced to its best- and worst-AUROC groups first).
+    one is reduced to its best- and worst-AUROC groups first). ``select_data`` ``(x, y, a)``:
+    the selection set that ``select="val"`` needs (the split that selected the checkpoint; it
+    is only scored, never trained on).
     """
     cfg = config or SwiftConfig()
+    if cfg.select == "val" and select_data is None:
+        raise ShortcutlabError("SWiFT select='val' needs a selection set (the val split).")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     start = time.perf_counter()
     was_training = model.training
@@ -444,16 +477,91 @@ def swift_debias(
         n_binarise = 0 if set(torch.unique(torch.as_tensor(a)).tolist()) <= {0, 1} else len(y)
         data, kept = prepare_external_set(model, x, y, a, cfg, device)
         n = len(kept)
+        selector = _Selector(model, select_data, cfg, device) if cfg.select == "val" else None
         masks = swift_masks(model, data, cfg, device)
         gen = torch.Generator().manual_seed(cfg.seed)
         history = swift_step1(model, masks, data, cfg, gen, device)
-        history += swift_step2(model, masks, data, cfg, gen, device)
+        on_epoch = selector.score_step2_epoch if selector is not None else None
+        history += swift_step2(model, masks, data, cfg, gen, device, on_epoch)
+        selected = "last"
+        if selector is not None:
+            selected = selector.restore_best()
+            history += selector.history
     finally:
         model.train(was_training)
-    # encoder passes: binarisation scores, two Fisher passes, step-1 epochs, step-2 features
+    # encoder passes: binarisation scores, two Fisher passes, step-1 epochs, step-2 features;
+    # selection: the input model and the step-1 encoder on the selection set
     samples = n_binarise + 2 * n + cfg.step1_epochs * n + n
+    if selector is not None:
+        samples += 2 * selector.n
     compute = SwiftCompute(time.perf_counter() - start, samples)
-    return SwiftResult(masks=masks, kept_rows=kept, compute=compute, history=history)
+    return SwiftResult(
+        masks=masks, kept_rows=kept, compute=compute, history=history, selected=selected
+    )
+
+
+class _Selector:
+    """``select="val"``: scores the input model and every step-2 epoch on the selection set and
+    keeps the smallest gap among the candidates within ``max_auroc_drop`` of the input's AUROC.
+
+    The extractor is frozen in step 2, so the selection set's features are computed once (after
+    step 1) and each epoch costs one pass of the head.
+    """
+
+    def __init__(self, model: EncoderHeadModel, data: Batch, cfg: SwiftConfig, device) -> None:
+        from shortcutlab.evaluation.metrics import fairness_gaps
+
+        self._gaps = fairness_gaps
+        self.x, self.y, self.a = (torch.as_tensor(t) for t in data)
+        self.n = len(self.y)
+        if self.n == 0:
+            raise ShortcutlabError("SWiFT's selection set is empty.")
+        self.model, self.cfg, self.device = model, cfg, torch.device(device)
+        self.feats: torch.Tensor | None = None
+        self.history: list[dict[str, float]] = []
+        logit = _binary_scores(model, self.x, cfg.batch_size, self.device)
+        self.auroc_in, gap = self._score(logit, "input")
+        self.best = ("input", gap, {k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    def _score(self, logit: np.ndarray, name: str) -> tuple[float, float]:
+        y, a = self.y.numpy(), self.a.numpy()
+        auroc = float("nan")
+        if len(np.unique(y)) == 2:
+            # every (y, a) cell weighted equally: the selection split carries the shortcut,
+            # and its plain AUROC would reward a model for keeping it
+            _, cell, counts = np.unique(
+                np.stack([y, a]), axis=1, return_inverse=True, return_counts=True
+            )
+            auroc = float(roc_auc_score(y, logit, sample_weight=1.0 / counts[cell.ravel()]))
+        gap = self._gaps(y, (logit > 0).astype(int), a)[_SELECTION_GAP[self.cfg.fairness]]
+        gap = float("inf") if np.isnan(gap) else float(gap)
+        self.history.append({"select": name, "select_auroc": auroc, "select_gap": gap})
+        return auroc, gap
+
+    def score_step2_epoch(self, epoch: int) -> None:
+        model = self.model
+        if self.feats is None:  # the step-1 extractor, frozen from here on
+            with torch.no_grad():
+                self.feats = torch.cat(
+                    [
+                        model.encoder(
+                            _as_float(self.x[s : s + self.cfg.batch_size]).to(self.device)
+                        )
+                        for s in range(0, self.n, self.cfg.batch_size)
+                    ]
+                )
+        with torch.no_grad():
+            logit = binary_logit(model.head(self.feats)).float().cpu().numpy()
+        name = f"step2_epoch_{epoch}"
+        auroc, gap = self._score(logit, name)
+        ok = not (auroc < self.auroc_in - self.cfg.max_auroc_drop)
+        if ok and gap < self.best[1]:
+            self.best = (name, gap, {k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    def restore_best(self) -> str:
+        name, _, state = self.best
+        self.model.load_state_dict(state)
+        return name
 
 
 def _binary_scores(model: EncoderHeadModel, x: torch.Tensor, batch_size: int, device) -> np.ndarray:
@@ -513,6 +621,12 @@ class Swift(ERM):
         "step2_lr": Hparam(1e-3, "SGD learning rate of step 2"),
         "momentum": Hparam(0.9, "SGD momentum of both steps"),
         "batch_size": Hparam(64, "SWiFT batch size"),
+        "select": Hparam(
+            "none",
+            "none: keep the last epoch (paper); val: keep the input model or the step-2 epoch "
+            "with the smallest val gap within max_auroc_drop of the input's val AUROC",
+        ),
+        "max_auroc_drop": Hparam(0.02, "select=val: largest val AUROC loss allowed"),
     }
 
     def __init__(self, model, info, hparams):
@@ -527,8 +641,15 @@ class Swift(ERM):
             raise ShortcutlabError("swift needs an external set; the runner carves it from train.")
         j = attribute_index(self.info, self.hparams.get("attribute"))
         cfg = swift_config_from_hparams(self.hparams, seed=int(context.seed))
+        val = context.val
         result = swift_debias(
-            self.model, holdout["x"], holdout["y"], holdout["z"][:, j], cfg, context.device
+            self.model,
+            holdout["x"],
+            holdout["y"],
+            holdout["z"][:, j],
+            cfg,
+            context.device,
+            select_data=(val["x"], val["y"], val["z"][:, j]),
         )
         self.swift_result = result
         if hasattr(context, "samples_seen"):
@@ -540,6 +661,7 @@ class Swift(ERM):
                 "external_rows": len(holdout["y"]),
                 "balanced_rows": len(result.kept_rows),
                 "compute": result.compute.as_dict(),
+                "selected": result.selected,
                 "history": result.history,
             }
             (Path(run_dir) / "swift.json").write_text(json.dumps(record, indent=1))
