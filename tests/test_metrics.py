@@ -62,3 +62,7 @@ def test_selection_score_rules():
     probs = np.eye(2)[np.array([0, 0, 0, 0])]
     assert selection_score("val_average", probs, y, g, 2) == 0.75
     assert selection_score("val_worst_group", probs, y, g, 2) == 0.0
+    # mean of the group accuracies (1 and 0), not of the images
+    assert selection_score("val_group_average", probs, y, g, 2) == 0.5
+    g3 = np.array([0, 0, 1, 2])  # three groups: accuracies 1, 1, 0
+    assert selection_score("val_group_average", probs, y, g3, 4) == pytest.approx(2 / 3)

@@ -103,7 +103,7 @@ class ExperimentConfig(_Strict):
     methods: list[MethodSpec] = Field(default_factory=lambda: [MethodSpec(name="erm")])
     seeds: list[int] = Field(default_factory=lambda: [0])
     train: TrainConfig = Field(default_factory=TrainConfig)
-    select: Literal["val_average", "val_worst_group"] = "val_worst_group"
+    select: Literal["val_average", "val_worst_group", "val_group_average"] = "val_worst_group"
     hparams: dict[str, dict[str, Any]] = Field(default_factory=dict)
     bootstrap: int = Field(200, ge=0)
 
