@@ -15,6 +15,17 @@ from PIL import Image
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of small-matrix tests (faster than two contending ones
+    on a shared box); the previous setting is restored afterwards. Use it with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    from shortcutlab.experiment.runner import torch_threads
+
+    with torch_threads(1):
+        yield
+
+
 def write_csv_dataset(
     root: Path,
     n: int = 240,

@@ -22,13 +22,7 @@ from shortcutlab.generative import (
 FIELDS = {"y": 2, "domain": 2}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The CI and dev boxes are shared: one intra-op thread is faster than two contending ones."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def toy_images(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

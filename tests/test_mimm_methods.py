@@ -23,12 +23,7 @@ STEPS = 200
 MINE_TEST = {"mine_hidden": 64, "n_b": 3, "mine_lr": 1e-4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def toy(n: int, seed: int) -> dict[str, torch.Tensor]:

@@ -22,14 +22,7 @@ import torch
 
 from shortcutlab.estimators.mine import MINE, estimate_mi, fit_mine
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small matrices: one thread is faster than contended ones (and the test box is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _sampler(rho: float, dim: int, seed: int):
