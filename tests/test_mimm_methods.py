@@ -209,3 +209,31 @@ def test_mi_given_y_penalises_the_conditional_bound(mode: str) -> None:
     assert build("mimmx", mine_hidden=32, caw_mode=mode).update(data)["mi"] == pytest.approx(
         plain, abs=1e-5
     )
+
+
+def test_clip_penalty_gradients_by_hand() -> None:
+    from shortcutlab.methods.feature_split import clip_penalty_gradients
+
+    task = [torch.tensor([3.0, 4.0]), torch.tensor([1.0]), None]  # measured norm 5
+    pen = [torch.tensor([0.0, 10.0]), torch.tensor([2.0]), torch.tensor([7.0])]  # measured 10
+    grads, scale = clip_penalty_gradients(task, pen, [True, False, False])
+    assert scale == pytest.approx(0.5)
+    assert torch.allclose(grads[0], torch.tensor([3.0, 9.0]))
+    assert torch.allclose(grads[1], torch.tensor([2.0]))  # same scale off the measured tensors
+    assert torch.allclose(grads[2], torch.tensor([3.5]))
+    # a penalty smaller than the task gradient is left as it is
+    grads, scale = clip_penalty_gradients(task, [torch.ones(2), None, None], [True, True, True])
+    assert scale == 1.0 and torch.allclose(grads[0], torch.tensor([4.0, 5.0]))
+
+
+@pytest.mark.parametrize("name", ["mimm", "mimmx"])
+def test_mi_grad_clip_bounds_the_penalty_gradient(name) -> None:
+    # lambda 1e4: unclipped, the MI gradient swamps the heads' and the task is not learned
+    logs = {}
+    for clip in (False, True):
+        method = build(name, **MINE_TEST, **{"lambda": 1e4, "mi_grad_clip": clip})
+        logs[clip] = train(method, 60)
+    assert all(entry["mi_grad_scale"] == 1.0 for entry in logs[False])
+    assert all(0 < entry["mi_grad_scale"] <= 1.0 for entry in logs[True])
+    assert tail(logs[True], "mi_grad_scale") < 1e-2
+    assert tail(logs[True], "ce_y") < tail(logs[False], "ce_y")

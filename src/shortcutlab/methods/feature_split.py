@@ -52,7 +52,40 @@ MINE_HPARAMS: dict[str, Hparam] = {
         "our choice: marginal pairs only within a class, so the penalty is I(f_y; f_z | y) "
         "(the z-information beyond y) instead of I(f_y; f_z)",
     ),
+    "mi_grad_clip": Hparam(
+        False,
+        "adaptive gradient clipping (MINE, Belghazi et al. 2018): the MI term's gradient on the "
+        "encoder is scaled down to at most the norm of the head losses' gradient",
+    ),
 }
+
+
+def clip_penalty_gradients(
+    task: list[torch.Tensor | None],
+    penalty: list[torch.Tensor | None],
+    measured: list[bool],
+) -> tuple[list[torch.Tensor | None], float]:
+    """Adaptive gradient clipping: ``g = g_task + s * g_penalty`` with
+    ``s = min(1, ||g_task|| / ||g_penalty||)``, both norms over the ``measured`` tensors (the
+    encoder's). Returns the summed gradients (None where both are None) and ``s``."""
+
+    def norm(grads: list[torch.Tensor | None]) -> torch.Tensor:
+        parts = [
+            g.pow(2).sum() for g, m in zip(grads, measured, strict=True) if m and g is not None
+        ]
+        return torch.stack(parts).sum().sqrt() if parts else torch.tensor(0.0)
+
+    n_task, n_pen = norm(task), norm(penalty)
+    scale = float(torch.clamp(n_task / n_pen, max=1.0)) if n_pen > 0 else 1.0
+    out: list[torch.Tensor | None] = []
+    for gt, gp in zip(task, penalty, strict=True):
+        if gt is None and gp is None:
+            out.append(None)
+        elif gp is None:
+            out.append(gt)
+        else:
+            out.append(scale * gp if gt is None else gt + scale * gp)
+    return out, scale
 
 
 class FeatureSplitMethod(Method):
@@ -140,3 +173,23 @@ class MINEPenaltyMethod(FeatureSplitMethod):
 
     def mine_optimizer(self, mines: nn.ModuleList) -> torch.optim.Optimizer:
         return torch.optim.Adam(mines.parameters(), lr=float(self.hparams["mine_lr"]))
+
+    def penalised_step(self, task_loss: torch.Tensor, penalty: torch.Tensor) -> float:
+        """One optimiser step on ``task_loss + penalty``; with ``mi_grad_clip`` the penalty's
+        gradient is first scaled to at most the task gradient's norm on the encoder (the other
+        parameters get the same scale). Returns the scale (1 without clipping)."""
+        if not self.hparams["mi_grad_clip"]:
+            self.step(task_loss + penalty)
+            return 1.0
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.requires_grad]
+        g_task = torch.autograd.grad(task_loss, params, retain_graph=True, allow_unused=True)
+        g_pen = torch.autograd.grad(penalty, params, allow_unused=True)
+        encoder = {id(p) for p in self.model.encoder.parameters()}
+        grads, scale = clip_penalty_gradients(
+            list(g_task), list(g_pen), [id(p) in encoder for p in params]
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
+        self.optimizer.step()
+        return scale

@@ -46,8 +46,9 @@ class MIMM(MINEPenaltyMethod):
         mine = self.mines[0]
         groups = self.mine_groups(batch)
         mi = mine.lower_bound(f_y.float(), f_z.float(), groups)
-        loss = (ce_y + ce_z) / 2 + float(self.hparams["lambda"]) * mi
-        self.step(loss)
+        penalty = float(self.hparams["lambda"]) * mi
+        loss = (ce_y + ce_z) / 2 + penalty
+        scale = self.penalised_step((ce_y + ce_z) / 2, penalty)
         a, b = f_y.detach().float(), f_z.detach().float()
         bound = [
             mine.maximise_step(a, b, self.mine_opt, groups)
@@ -60,4 +61,5 @@ class MIMM(MINEPenaltyMethod):
             f"ce_{attr}": ce_z.item(),
             "mi": mi.item(),
             "mi_mine_steps": sum(bound) / len(bound) if bound else mi.item(),
+            "mi_grad_scale": scale,
         }

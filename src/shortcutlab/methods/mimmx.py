@@ -180,11 +180,10 @@ class MIMMX(MINEPenaltyMethod):
         a = self.attention()
         groups = self.mine_groups(batch)
         mi = self.mi_term(f_y, f_zs, _ReverseGrad.apply(a) if self.hparams["caw"] else a, groups)
-        loss = (
-            sum(g * v for g, v in zip(gammas, losses, strict=True))
-            + float(self.hparams["lambda"]) * mi
-        )
-        self.step(loss)
+        heads = sum(g * v for g, v in zip(gammas, losses, strict=True))
+        penalty = float(self.hparams["lambda"]) * mi
+        loss = heads + penalty
+        scale = self.penalised_step(heads, penalty)
         bound = self.mine_steps(f_y, f_zs, a, groups)
         out = {"loss": loss.item(), "ce_y": ce_y.item(), "mi": mi.item()}
         out["mi_mine_steps"] = sum(bound) / len(bound) if bound else mi.item()
@@ -193,4 +192,5 @@ class MIMMX(MINEPenaltyMethod):
             out[f"gamma_{attr}"] = gammas[i + 1]
             out[f"caw_{attr}"] = a[i].item()
         out["gamma_y"] = gammas[0]
+        out["mi_grad_scale"] = scale
         return out
