@@ -512,7 +512,8 @@ class _Selector:
         from shortcutlab.evaluation.metrics import fairness_gaps
 
         self._gaps = fairness_gaps
-        self.x, self.y, self.a = (torch.as_tensor(t) for t in data)
+        self.x = torch.as_tensor(data[0])
+        self.y, self.a = (torch.as_tensor(t).cpu() for t in data[1:])
         self.n = len(self.y)
         if self.n == 0:
             raise ShortcutlabError("SWiFT's selection set is empty.")
