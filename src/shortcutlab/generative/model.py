@@ -130,10 +130,13 @@ class ConditionalDiffusion(nn.Module):
             raise ShortcutlabError(
                 f"{root} has no 'unet' folder; expected a saved diffusion model."
             )
-        unet = UNet2DConditionModel.from_pretrained(root / "unet", local_files_only=True)
+        # low_cpu_mem_usage=False: the loading path that needs no `accelerate` (diffusers would
+        # otherwise print an install hint on every load)
+        load = {"local_files_only": True, "low_cpu_mem_usage": False}
+        unet = UNet2DConditionModel.from_pretrained(root / "unet", **load)
         vae = None
         if (root / "vae").is_dir():
-            vae = AutoencoderKL.from_pretrained(root / "vae", local_files_only=True)
+            vae = AutoencoderKL.from_pretrained(root / "vae", **load)
         if (root / "scheduler").is_dir():
             config = DDPMScheduler.load_config(root / "scheduler")
             scheduler = DDPMScheduler.from_config(config)
