@@ -144,9 +144,7 @@ class ConditionalDiffusion(nn.Module):
             scheduler = DDPMScheduler(clip_sample=False)
         meta = json.loads((root / META_FILE).read_text()) if (root / META_FILE).exists() else {}
         if (root / "conditioner").is_dir():
-            conditioner = LabelConditioner.from_pretrained(
-                root / "conditioner", local_files_only=True
-            )
+            conditioner = LabelConditioner.from_pretrained(root / "conditioner", **load)
         else:
             if not condition_fields:
                 raise ShortcutlabError(
