@@ -44,7 +44,7 @@ from shortcutlab.methods.swift import (
     SwiftResult,
     attribute_index,
     swift_config_from_hparams,
-    swift_debias,
+    swift_debias_splits,
 )
 from shortcutlab.models.checkpoint import load_trained_model, read_checkpoint
 
@@ -179,16 +179,8 @@ def _debias(checkpoint, cfg, out, attribute, mask, overrides, external_fraction)
 
     ext = _tensors(table.select(ext_rows))
     t0 = time.perf_counter()
-    val = ctx.val  # the selection split: only scored, by swift's select="val"
-    result: SwiftResult = swift_debias(
-        method.model,
-        ext["x"],
-        ext["y"],
-        ext["z"][:, j],
-        swift_cfg,
-        ctx.device,
-        select_data=(val["x"], val["y"], val["z"][:, j]),
-    )
+    # val, the selection split, is only scored (by swift's select="val")
+    result: SwiftResult = swift_debias_splits(method.model, ext, ctx.val, j, swift_cfg, ctx.device)
     after = make_results(evaluate_method(method, table, ctx, cfg), f"{name}+swift", seed)
     results = pd.concat([before, after], ignore_index=True)
 

@@ -44,6 +44,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from shortcutlab.errors import ShortcutlabError
+from shortcutlab.evaluation.metrics import fairness_gaps
 from shortcutlab.methods.base import Hparam, TaskInfo
 from shortcutlab.methods.erm import ERM
 from shortcutlab.methods.registry import register
@@ -509,9 +510,6 @@ class _Selector:
     """
 
     def __init__(self, model: EncoderHeadModel, data: Batch, cfg: SwiftConfig, device) -> None:
-        from shortcutlab.evaluation.metrics import fairness_gaps
-
-        self._gaps = fairness_gaps
         self.x = torch.as_tensor(data[0])
         self.y, self.a = (torch.as_tensor(t).cpu() for t in data[1:])
         self.n = len(self.y)
@@ -534,7 +532,7 @@ class _Selector:
                 np.stack([y, a]), axis=1, return_inverse=True, return_counts=True
             )
             auroc = float(roc_auc_score(y, logit, sample_weight=1.0 / counts[cell.ravel()]))
-        gap = self._gaps(y, (logit > 0).astype(int), a)[_SELECTION_GAP[self.cfg.fairness]]
+        gap = fairness_gaps(y, (logit > 0).astype(int), a)[_SELECTION_GAP[self.cfg.fairness]]
         gap = float("inf") if np.isnan(gap) else float(gap)
         self.history.append({"select": name, "select_auroc": auroc, "select_gap": gap})
         return auroc, gap
@@ -563,6 +561,27 @@ class _Selector:
         name, _, state = self.best
         self.model.load_state_dict(state)
         return name
+
+
+def swift_debias_splits(
+    model: EncoderHeadModel,
+    external: dict[str, torch.Tensor],
+    val: dict[str, torch.Tensor],
+    column: int,
+    config: SwiftConfig,
+    device: torch.device | str | None = None,
+) -> SwiftResult:
+    """``swift_debias`` on the runner's tensors: the external set ``external`` and, for
+    ``select="val"``, the selection split ``val``; the attribute is column ``column`` of ``z``."""
+    return swift_debias(
+        model,
+        external["x"],
+        external["y"],
+        external["z"][:, column],
+        config,
+        device,
+        select_data=(val["x"], val["y"], val["z"][:, column]),
+    )
 
 
 def _binary_scores(model: EncoderHeadModel, x: torch.Tensor, batch_size: int, device) -> np.ndarray:
@@ -642,16 +661,7 @@ class Swift(ERM):
             raise ShortcutlabError("swift needs an external set; the runner carves it from train.")
         j = attribute_index(self.info, self.hparams.get("attribute"))
         cfg = swift_config_from_hparams(self.hparams, seed=int(context.seed))
-        val = context.val
-        result = swift_debias(
-            self.model,
-            holdout["x"],
-            holdout["y"],
-            holdout["z"][:, j],
-            cfg,
-            context.device,
-            select_data=(val["x"], val["y"], val["z"][:, j]),
-        )
+        result = swift_debias_splits(self.model, holdout, context.val, j, cfg, context.device)
         self.swift_result = result
         if hasattr(context, "samples_seen"):
             context.samples_seen += result.compute.samples_processed
