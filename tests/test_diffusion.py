@@ -134,6 +134,33 @@ def test_classifier_free_guidance_with_null_condition(trained):
     assert not torch.equal(guided, plain)
 
 
+def test_composable_guidance_steers_each_field_on_its_own(trained):
+    model, images, y, *_ = trained
+    x = model.encode(images[:4])
+    t = torch.tensor(500)
+    ids = model.condition_ids({"y": y[:4], "domain": 1}, 4)
+    null = model.conditioner.null_like(ids)
+    only_y, only_d = null.clone(), null.clone()
+    only_y[:, 0], only_d[:, 1] = ids[:, 0], ids[:, 1]
+    out = {
+        name: model.model_output(x, t, i)
+        for name, i in [("null", null), ("y", only_y), ("d", only_d)]
+    }
+    composed = model.model_output(x, t, ids, {"y": 1.5, "domain": 4.0})
+    expected = out["null"] + 1.5 * (out["y"] - out["null"]) + 4.0 * (out["d"] - out["null"])
+    torch.testing.assert_close(composed, expected, atol=1e-5, rtol=1e-4)
+    # one field at scale s is plain guidance of that field alone; a left-out field does not count
+    torch.testing.assert_close(
+        model.model_output(x, t, ids, {"domain": 3.0}),
+        model.model_output(x, t, only_d, 3.0),
+        atol=1e-5,
+        rtol=1e-4,
+    )
+    assert not torch.allclose(composed, model.model_output(x, t, ids, 4.0), atol=1e-3)
+    with pytest.raises(ShortcutlabError, match="unknown condition field"):
+        model.model_output(x, t, ids, {"scanner": 2.0})
+
+
 def test_save_load_round_trip_identical(latent_model, tmp_path):
     model, images, y = latent_model
     model.save(tmp_path / "m")

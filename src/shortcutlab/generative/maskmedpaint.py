@@ -63,6 +63,9 @@ class GenerationParams:
     num_per_image: int = 5
     strength: list[float] = field(default_factory=lambda: [1.0])
     guidance: list[float] = field(default_factory=lambda: [7.5])
+    # None: one guidance scale for the joint (y, target) condition (classifier-free guidance).
+    # A number: composable guidance, ``guidance`` scales the target token and this the class.
+    class_guidance: float | None = None
     steps: int = 50
     resample: int = 1
     batch_size: int = 32
@@ -149,7 +152,7 @@ def generate(
     """``num_per_image`` images per source image under ``(y, domain=target)``.
 
     Returns uint8 images and a provenance frame: ``source_index`` (row in ``images``), ``seed``,
-    ``strength``, ``guidance``, ``generator``. ``maskmedpaint`` needs ``masks`` (True = ROI).
+    ``strength``, ``guidance``, ``generator`` (and ``class_guidance`` when it is set). ``maskmedpaint`` needs ``masks`` (True = ROI).
     """
     if mode not in MODES:
         raise ShortcutlabError(f"unknown generator '{mode}'; choose one of: {', '.join(MODES)}")
@@ -171,6 +174,8 @@ def generate(
     rows["seed"] = params.seed * 1_000_003 + rows["source_index"] * k + rows["copy"]
     rows["strength"] = [1.0 if mode == "text2img" else strengths[c] for c in rows["copy"]]
     rows["guidance"] = [guidances[c] for c in rows["copy"]]
+    if params.class_guidance is not None:
+        rows["class_guidance"] = float(params.class_guidance)
     rows["generator"] = mode
     out = torch.empty((len(rows), *images.shape[1:]), dtype=torch.uint8)
     # Batch rows that share (strength, guidance) so one sampler call serves them.
@@ -181,6 +186,8 @@ def generate(
             chunk = index[start : start + params.batch_size]
             src = torch.as_tensor(rows["source_index"].to_numpy()[chunk])
             cond = {"y": y[src], "domain": TARGET}
+            if params.class_guidance is not None:
+                g = {"y": params.class_guidance, "domain": float(g)}
             seeds = rows["seed"].to_numpy()[chunk].tolist()
             if mode == "text2img":
                 gen = sample(model, cond, len(chunk), params.steps, g, seeds)
@@ -358,8 +365,9 @@ def build_generated_set(
     )
     out["source_image"] = names.to_numpy()[rows]
     out["source_row"] = rows
-    for col in ("seed", "strength", "guidance", "generator"):
-        out[col] = prov[col].to_numpy()
+    for col in ("seed", "strength", "guidance", "class_guidance", "generator"):
+        if col in prov.columns:
+            out[col] = prov[col].to_numpy()
     out_masks = None if masks is None else torch.as_tensor(masks)[torch.as_tensor(rows)]
     write_generated(out_dir, generated, out, out_masks)
     return load_generated(out_dir, attributes)

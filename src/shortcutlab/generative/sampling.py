@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from shortcutlab.errors import ShortcutlabError
 from shortcutlab.generative.conditioning import Condition
-from shortcutlab.generative.model import ConditionalDiffusion
+from shortcutlab.generative.model import ConditionalDiffusion, Guidance
 
 StepCallback = Callable[[int, int], None]  # (step, total)
 
@@ -66,7 +66,7 @@ def sample(
     cond: Condition | None,
     n: int,
     steps: int = 50,
-    guidance: float = 1.0,
+    guidance: Guidance = 1.0,
     seed: int | Sequence[int] = 0,
     x_T: torch.Tensor | None = None,
     eta: float = 0.0,
@@ -94,7 +94,7 @@ def invert(
     images: torch.Tensor,
     cond: Condition | None,
     steps: int = 50,
-    guidance: float = 1.0,
+    guidance: Guidance = 1.0,
     fixed_point_iters: int = 0,
     bf16: bool = False,
 ) -> torch.Tensor:
@@ -136,7 +136,7 @@ def inpaint(
     cond: Condition | None,
     steps: int = 50,
     strength: float = 1.0,
-    guidance: float = 1.0,
+    guidance: Guidance = 1.0,
     resample: int = 1,
     seed: int | Sequence[int] = 0,
     eta: float = 0.0,

@@ -33,6 +33,11 @@ GENERATIVE_HPARAMS: dict[str, Hparam] = {
     "num_per_image": Hparam(5, "generated copies per source image"),
     "strength": Hparam([1.0], "inpainting strength(s), cycled over the copies"),
     "guidance": Hparam([3.0], "classifier-free guidance scale(s), cycled over the copies"),
+    "class_guidance": Hparam(
+        None,
+        "null: guidance scales the joint (class, target) condition; a number: composable "
+        "guidance, guidance scales the target token and this number the class",
+    ),
     "sample_steps": Hparam(50, "DDIM steps"),
     "resample": Hparam(1, "RePaint resampling per step (1 = none)"),
     "autoencoder_steps": Hparam(300, "autoencoder training steps (latent model)"),
@@ -66,12 +71,22 @@ def generation_params(hp: dict[str, Any], seed: int):
         num_per_image=int(hp["num_per_image"]),
         strength=[float(s) for s in strength],
         guidance=[float(g) for g in guidance],
+        class_guidance=_optional_float(hp["class_guidance"], "class_guidance"),
         steps=int(hp["sample_steps"]),
         resample=int(hp["resample"]),
         batch_size=int(hp["diffusion_batch_size"]),
         seed=seed,
     )
     return diffusion, generation
+
+
+def _optional_float(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ShortcutlabError(f"{name} must be a number or null; got {value!r}") from None
 
 
 def domain_column(info, hp: dict[str, Any]) -> int:
@@ -149,14 +164,9 @@ class MaskMedPaint(ERM):
         hp, info, train = self.hparams, self.info, context.train
         unlabelled = getattr(context, "unlabelled", None)
         pool, domain = generation_pool(train, unlabelled, info, hp)
+        cache = Path(hp["cache"] or cache_dir() / "generated")
         table = generate_for_training(
-            pool,
-            info,
-            hp,
-            self.generator,
-            context.seed,
-            Path(hp["cache"] or cache_dir() / "generated"),
-            domain_values=domain,
+            pool, info, hp, self.generator, context.seed, cache, domain_values=domain
         )
         rows = torch.tensor(table.meta["source_row"].to_numpy())  # source rows: all in train
         z = train["z"][rows].clone()
@@ -166,14 +176,22 @@ class MaskMedPaint(ERM):
         if "mask" in train:
             new["mask"] = train["mask"][rows]
         if hp["domain_check"]:
-            self._check_domain(pool, domain, new, context)
+            _, model_dir = cache_dirs(pool, info, hp, self.generator, context.seed, cache, domain)
+            self._check_domain(pool, domain, new, context, model_dir)
         return concat_rows(train, new, info)
 
-    def _check_domain(self, pool, domain, new, context: Any) -> None:
-        """Write ``generated.json``: how many images, and how target-like their backgrounds are."""
+    def _check_domain(self, pool, domain, new, context: Any, model_dir: Path) -> None:
+        """Write ``generated.json``: how many images, and how target-like their backgrounds are.
+
+        The domain classifier sees the real images through the generator's autoencoder (see
+        ``generative.domain_check``), so it judges the domain and not the decoder's rendering.
+        """
         import json
 
         from shortcutlab.generative.domain_check import domain_target_rate
+        from shortcutlab.generative.model import ConditionalDiffusion
+
+        model = ConditionalDiffusion.load(model_dir)
 
         score = domain_target_rate(
             pool["x"],
@@ -183,9 +201,35 @@ class MaskMedPaint(ERM):
             new.get("mask"),
             int(self.hparams["target"]),
             seed=context.seed,
+            render=model.reconstruct if model.vae is not None else None,
         )
         report = {"generator": self.generator, "n_generated": len(new["y"]), **score}
         (context.run_dir / "generated.json").write_text(json.dumps(report, indent=1))
+
+
+def cache_dirs(
+    train: dict[str, torch.Tensor],
+    info,
+    hp: dict[str, Any],
+    generator: str,
+    seed: int,
+    cache: Path,
+    domain_values: torch.Tensor,
+) -> tuple[Path, Path]:
+    """Where the generated set and the diffusion model for these inputs are cached.
+
+    The model key covers the images, labels, attributes and diffusion settings, so
+    maskmedpaint, text2img and img2img of one run share one trained diffusion model.
+    """
+    from shortcutlab.generative.maskmedpaint import cache_key
+
+    diffusion, generation = generation_params(hp, seed)
+    data_key = cache_key(
+        train["x"], train["y"], train["z"], domain_values, [hp["domain"], hp["target"]]
+    )
+    model_key = cache_key(data_key, asdict(diffusion), seed)
+    set_key = cache_key(model_key, generator, asdict(generation))
+    return cache / f"{generator}-{set_key}", cache / f"model-{model_key}"
 
 
 def generate_for_training(
@@ -201,14 +245,11 @@ def generate_for_training(
     source_names=None,
     domain_values: torch.Tensor | None = None,
 ):
-    """The generated set for these training tensors, from ``cache`` when it was made before.
-
-    The model key covers the images, labels, attributes and diffusion settings, so
-    maskmedpaint, text2img and img2img of one run share one trained diffusion model.
-    """
+    """The generated set for these training tensors, from ``cache`` when it was made before
+    (see ``cache_dirs``)."""
     import pandas as pd
 
-    from shortcutlab.generative.maskmedpaint import build_generated_set, cache_key
+    from shortcutlab.generative.maskmedpaint import build_generated_set
 
     if domain_values is None:
         domain_values = train["z"][:, domain_column(info, hp)]
@@ -219,11 +260,7 @@ def generate_for_training(
     meta[hp["domain"]] = domain_values.numpy()
     if source_names is not None:  # provenance: the source image's path (or row) in the dataset
         meta["path"] = list(source_names)
-    data_key = cache_key(
-        train["x"], train["y"], train["z"], domain_values, [hp["domain"], hp["target"]]
-    )
-    model_key = cache_key(data_key, asdict(diffusion), seed)
-    set_key = cache_key(model_key, generator, asdict(generation))
+    set_dir, cached_model = cache_dirs(train, info, hp, generator, seed, cache, domain_values)
     return build_generated_set(
         train["x"],
         meta,
@@ -234,8 +271,8 @@ def generate_for_training(
         generator,
         diffusion,
         generation,
-        out_dir or cache / f"{generator}-{set_key}",
-        model_dir or cache / f"model-{model_key}",
+        out_dir or set_dir,
+        model_dir or cached_model,
         info.num_classes,
         seed,
         progress,
