@@ -3,6 +3,7 @@ generate command and the generation/mixing methods run end to end."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -80,7 +81,9 @@ def test_generated_set_keeps_roi_exact_round_trips_and_is_cached(tmp_path, monke
     monkeypatch.setattr(mmp, "fit_generator", refit)
     again = mmp.build_generated_set(*args, tmp_path / "set", tmp_path / "model", 2, seed=0)
     assert np.array_equal(again.images, table.images)
-    # A new generation setting reuses the saved model (no refit) and writes a new set.
+    # A new generation setting reuses the saved model (no refit) and writes a new set; here
+    # composable guidance over several sampler batches.
+    generation = dataclasses.replace(generation, class_guidance=1.0, batch_size=3)
     other = mmp.build_generated_set(
         images,
         meta,
@@ -97,11 +100,13 @@ def test_generated_set_keeps_roi_exact_round_trips_and_is_cached(tmp_path, monke
         seed=0,
     )
     assert (other.meta["strength"] == 0.5).all() and (other.meta["generator"] == "img2img").all()
+    assert (other.meta["class_guidance"] == 1.0).all() and len(other) == len(table)
+    assert "class_guidance" not in table.meta.columns
 
 
 def test_text2img_samples_whole_images(tmp_path):
     images, masks, meta = toy_source()
-    diffusion, generation = tiny_params()
+    diffusion, generation = tiny_params(class_guidance=2.0, batch_size=3)
     table = mmp.build_generated_set(
         images,
         meta,

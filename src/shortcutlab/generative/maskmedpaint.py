@@ -28,7 +28,7 @@ import torch
 
 from shortcutlab.data.table import ImageTable
 from shortcutlab.errors import ShortcutlabError
-from shortcutlab.generative.model import ConditionalDiffusion
+from shortcutlab.generative.model import ConditionalDiffusion, Guidance
 from shortcutlab.generative.sampling import inpaint, sample
 from shortcutlab.generative.training import train_autoencoder, train_diffusion
 
@@ -182,15 +182,16 @@ def generate(
     done = 0
     for (s, g), part in rows.groupby(["strength", "guidance"], sort=False):
         index = part.index.to_numpy()
+        scale: Guidance = float(g)
+        if params.class_guidance is not None:
+            scale = {"y": float(params.class_guidance), "domain": float(g)}
         for start in range(0, len(index), params.batch_size):
             chunk = index[start : start + params.batch_size]
             src = torch.as_tensor(rows["source_index"].to_numpy()[chunk])
             cond = {"y": y[src], "domain": TARGET}
-            if params.class_guidance is not None:
-                g = {"y": params.class_guidance, "domain": float(g)}
             seeds = rows["seed"].to_numpy()[chunk].tolist()
             if mode == "text2img":
-                gen = sample(model, cond, len(chunk), params.steps, g, seeds)
+                gen = sample(model, cond, len(chunk), params.steps, scale, seeds)
             else:
                 roi = (
                     masks[src].to(torch.bool)
@@ -204,7 +205,7 @@ def generate(
                     cond,
                     params.steps,
                     float(s),
-                    g,
+                    scale,
                     params.resample,
                     seeds,
                 )
