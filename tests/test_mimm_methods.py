@@ -237,3 +237,30 @@ def test_mi_grad_clip_bounds_the_penalty_gradient(name) -> None:
     assert all(0 < entry["mi_grad_scale"] <= 1.0 for entry in logs[True])
     assert tail(logs[True], "mi_grad_scale") < 1e-2
     assert tail(logs[True], "ce_y") < tail(logs[False], "ce_y")
+
+
+@pytest.mark.parametrize("name", ["mimm", "mimmx"])
+def test_mi_detach_z_sends_the_penalty_through_f_y_only(name) -> None:
+    """``mi_detach_z``: the MI term's gradient on the features is zero on every f_z block and
+    not on f_y, so the encoder cannot lower it by emptying the confounder blocks."""
+    data = toy(64, 4)
+    for detach in (False, True):
+        method = build(name, **MINE_TEST, mi_detach_z=detach)
+        f = method.model.features(data["x"]).detach().requires_grad_(True)
+        f_y, f_zs = method.split(f)
+        f_zs = method.penalty_blocks(f_zs)
+        if name == "mimm":
+            mi = method.mines[0].lower_bound(f_y, f_zs[0])
+        else:
+            mi = method.mi_term(f_y, f_zs, method.attention())
+        (grad,) = torch.autograd.grad(mi, f)
+        dy = int(method.hparams["f_y_dim"])
+        assert grad[:, :dy].abs().sum() > 0
+        assert (grad[:, dy:].abs().sum() == 0) == detach
+        seen = []  # update() hands its confounder blocks to penalty_blocks too
+        blocks = method.penalty_blocks
+        method.penalty_blocks = lambda fz, seen=seen, blocks=blocks: (
+            seen.append(len(fz)) or blocks(fz)
+        )
+        assert all(math.isfinite(v) for v in method.update(data).values())
+        assert seen == [len(method.split_attrs)]

@@ -52,6 +52,11 @@ MINE_HPARAMS: dict[str, Hparam] = {
         "our choice: marginal pairs only within a class, so the penalty is I(f_y; f_z | y) "
         "(the z-information beyond y) instead of I(f_y; f_z)",
     ),
+    "mi_detach_z": Hparam(
+        False,
+        "our choice: the MI term reaches the encoder only through f_y; the confounder blocks are "
+        "shaped by their heads alone, so the term cannot be met by emptying them",
+    ),
     "mi_grad_clip": Hparam(
         False,
         "adaptive gradient clipping (MINE, Belghazi et al. 2018): the MI term's gradient on the "
@@ -170,6 +175,10 @@ class MINEPenaltyMethod(FeatureSplitMethod):
     def mine_groups(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """The class labels that pair the marginal samples when ``mi_given_y`` is on, else None."""
         return batch["y"] if self.hparams["mi_given_y"] else None
+
+    def penalty_blocks(self, f_zs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The confounder blocks as the MI term sees them: detached with ``mi_detach_z``."""
+        return [fz.detach() for fz in f_zs] if self.hparams["mi_detach_z"] else f_zs
 
     def mine_optimizer(self, mines: nn.ModuleList) -> torch.optim.Optimizer:
         return torch.optim.Adam(mines.parameters(), lr=float(self.hparams["mine_lr"]))

@@ -45,7 +45,8 @@ class MIMM(MINEPenaltyMethod):
         f_y, (f_z,) = self.split(f)
         mine = self.mines[0]
         groups = self.mine_groups(batch)
-        mi = mine.lower_bound(f_y.float(), f_z.float(), groups)
+        (f_z_pen,) = self.penalty_blocks([f_z])
+        mi = mine.lower_bound(f_y.float(), f_z_pen.float(), groups)
         penalty = float(self.hparams["lambda"]) * mi
         loss = (ce_y + ce_z) / 2 + penalty
         scale = self.penalised_step((ce_y + ce_z) / 2, penalty)

@@ -179,7 +179,8 @@ class MIMMX(MINEPenaltyMethod):
         f_y, f_zs = self.split(f)
         a = self.attention()
         groups = self.mine_groups(batch)
-        mi = self.mi_term(f_y, f_zs, _ReverseGrad.apply(a) if self.hparams["caw"] else a, groups)
+        a_pen = _ReverseGrad.apply(a) if self.hparams["caw"] else a
+        mi = self.mi_term(f_y, self.penalty_blocks(f_zs), a_pen, groups)
         heads = sum(g * v for g, v in zip(gammas, losses, strict=True))
         penalty = float(self.hparams["lambda"]) * mi
         loss = heads + penalty
