@@ -137,6 +137,7 @@ def test_generate_command_writes_a_loadable_dataset(tmp_path, capsys):
     out = tmp_path / "gen"
     code, _, err = run_cli(["generate", "maskmedpaint", cfg, "--out", out, "--quiet"], capsys)
     assert code == 0, err
+    assert Image.open(out / "grid.png").size[0] > 100  # source / ROI / generated grid
     table = mmp.load_generated(out, ["site"])
     assert len(table) > 0 and (out / "model" / "unet").is_dir()
     for i in range(len(table)):  # the ROI equals the source PNG's
@@ -173,6 +174,10 @@ def test_run_with_generative_and_mixing_methods(tmp_path, capsys):
     assert samples("maskmedpaint") > n_train and samples("img2img") > n_train
     assert n_train <= samples("oracle") < 2 * n_train
     assert len(list((tmp_path / "cache").glob("model-*"))) == 1  # one model, two generated sets
+    # the source / ROI / generated grids reach the report
+    grids = sorted(p.name for p in (tmp_path / "out" / "figures").glob("generated_*.png"))
+    assert grids == ["generated_img2img_seed0.png", "generated_maskmedpaint_seed0.png"]
+    assert "generated maskmedpaint seed0" in (tmp_path / "out" / "report.html").read_text()
     assert len(list((tmp_path / "cache").glob("*-*/metadata.csv"))) == 2
     report = json.loads(
         (tmp_path / "out" / "maskmedpaint" / "seed_0" / "generated.json").read_text()

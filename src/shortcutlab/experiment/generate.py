@@ -2,8 +2,9 @@
 
 The config is an experiment config: its ``dataset`` section names the data (the training split
 is the source of images), ``hparams.<generator>`` sets the generator (see ``shortcutlab
-methods``). ``DIR`` receives ``metadata.csv``, the PNGs and ``model/`` (the fitted diffusion
-model); a second call with the same ``DIR`` reuses both.
+methods``). ``DIR`` receives ``metadata.csv``, the PNGs, ``model/`` (the fitted diffusion
+model) and ``grid.png`` (source, ROI mask, generated copies); a second call with the same ``DIR``
+reuses the model and the set.
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ def generate_dataset(
         method_hparams,
         task_info,
     )
-    from shortcutlab.methods.maskmedpaint import generate_for_training, generation_pool
+    from shortcutlab.methods.maskmedpaint import (
+        generate_for_training,
+        generation_pool,
+        save_generated_grid,
+    )
 
     if generator not in GENERATORS:
         raise ShortcutlabError(
@@ -54,7 +59,7 @@ def generate_dataset(
     pool, domain = generation_pool(_tensors(table.select(rows)), unlabelled, info, hp)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    return generate_for_training(
+    generated = generate_for_training(
         pool,
         info,
         hp,
@@ -67,3 +72,13 @@ def generate_dataset(
         source_names=names[np.concatenate([rows, target_rows])].tolist(),
         domain_values=domain,
     )
+    save_generated_grid(
+        pool["x"].numpy(),
+        pool["mask"].numpy() if "mask" in pool else None,
+        pool["y"].numpy(),
+        generated,
+        out,
+        "grid.png",
+        f"{generator}: source, ROI, generated (target domain)",
+    )
+    return generated

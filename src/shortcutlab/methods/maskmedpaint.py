@@ -175,10 +175,25 @@ class MaskMedPaint(ERM):
         new = {"x": torch.from_numpy(table.images), "y": train["y"][rows], "z": z}
         if "mask" in train:
             new["mask"] = train["mask"][rows]
+        self._save_grid(train, table, context)
         if hp["domain_check"]:
             _, model_dir = cache_dirs(pool, info, hp, self.generator, context.seed, cache, domain)
             self._check_domain(pool, domain, new, context, model_dir)
         return concat_rows(train, new, info)
+
+    def _save_grid(self, train, table, context: Any, n: int = 8) -> None:
+        """``figures/generated_<method>_seed<S>.png`` of the experiment (report): source, ROI
+        mask, generated copies for ``n`` source images, alternating classes."""
+        save_generated_grid(
+            train["x"].numpy(),
+            None if "mask" not in train else train["mask"].numpy(),
+            train["y"].numpy(),
+            table,
+            context.run_dir.parent.parent / "figures",
+            f"generated_{context.run_dir.parent.name}_seed{context.seed}.png",
+            f"{self.generator}: source, ROI, generated (target domain)",
+            n,
+        )
 
     def _check_domain(self, pool, domain, new, context: Any, model_dir: Path) -> None:
         """Write ``generated.json``: how many images, and how target-like their backgrounds are.
@@ -205,6 +220,37 @@ class MaskMedPaint(ERM):
         )
         report = {"generator": self.generator, "n_generated": len(new["y"]), **score}
         (context.run_dir / "generated.json").write_text(json.dumps(report, indent=1))
+
+
+def save_generated_grid(
+    images, masks, y, table, folder: Path, filename: str, title: str, n: int = 8
+) -> Path:
+    """A source / mask / generated grid of a generated set (rows: ``source_row`` of ``table``,
+    indexing ``images``), ``n`` source images taken round-robin over the classes."""
+    import numpy as np
+    import pandas as pd
+
+    from shortcutlab.report.figures import generated_grid
+
+    rows = table.meta["source_row"].to_numpy()
+    firsts = pd.unique(rows)  # in order of first appearance
+    by_class = [[r for r in firsts if y[r] == c] for c in np.unique(y[firsts])]
+    picked = [
+        lst[i]
+        for i in range(max(map(len, by_class), default=0))
+        for lst in by_class
+        if i < len(lst)
+    ][:n]
+    png = generated_grid(
+        images[picked],
+        None if masks is None else masks[picked],
+        [table.images[rows == r] for r in picked],
+        [f"row {r}, y={int(y[r])}" for r in picked],
+        title,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / filename).write_bytes(png)
+    return folder / filename
 
 
 def cache_dirs(
