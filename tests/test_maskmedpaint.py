@@ -183,6 +183,7 @@ def test_run_with_generative_and_mixing_methods(tmp_path, capsys):
         (tmp_path / "out" / "maskmedpaint" / "seed_0" / "generated.json").read_text()
     )
     assert report["n_generated"] > 0 and 0 <= report["target_rate"] <= 1
+    assert report["rendered"] is False  # a pixel-space model renders nothing
     bad = write_config(
         tmp_path / "bad.yaml",
         root,
@@ -272,7 +273,15 @@ def test_run_on_a_domain_shift_uses_unlabelled_target_images(tmp_path, capsys, _
     import yaml
 
     cfg = tmp_path / "shift.yaml"
-    tiny = {**TINY, "cache": str(tmp_path / "cache"), "domain": "site", "n_target": 24}
+    # a latent model with composable guidance: the domain check renders through its autoencoder
+    tiny = {
+        **TINY,
+        "cache": str(tmp_path / "cache"),
+        "domain": "site",
+        "n_target": 24,
+        "latent": True,
+        "class_guidance": 1.0,
+    }
     cfg.write_text(
         yaml.safe_dump(
             {
@@ -306,5 +315,6 @@ def test_run_on_a_domain_shift_uses_unlabelled_target_images(tmp_path, capsys, _
         (tmp_path / "out" / "maskmedpaint" / "seed_0" / "generated.json").read_text()
     )
     assert report["n_generated"] == samples("erm")
+    assert report["rendered"] and 0 <= report["raw_target_rate"] <= 1
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert re.search(r"\|\s+target acc\s+\|", summary)  # a column of the headline table

@@ -204,10 +204,11 @@ class MaskMedPaint(ERM):
         import json
 
         from shortcutlab.generative.domain_check import domain_target_rate
-        from shortcutlab.generative.model import ConditionalDiffusion
+        from shortcutlab.generative.model import META_FILE, ConditionalDiffusion
 
-        model = ConditionalDiffusion.load(model_dir)
-
+        saved = (model_dir / META_FILE).is_file()  # gone if the user pruned the cache
+        model = ConditionalDiffusion.load(model_dir) if saved else None
+        render = model.reconstruct if model is not None and model.vae is not None else None
         score = domain_target_rate(
             pool["x"],
             domain,
@@ -216,9 +217,14 @@ class MaskMedPaint(ERM):
             new.get("mask"),
             int(self.hparams["target"]),
             seed=context.seed,
-            render=model.reconstruct if model.vae is not None else None,
+            render=render,
         )
-        report = {"generator": self.generator, "n_generated": len(new["y"]), **score}
+        report = {
+            "generator": self.generator,
+            "n_generated": len(new["y"]),
+            "rendered": render is not None,
+            **score,
+        }
         (context.run_dir / "generated.json").write_text(json.dumps(report, indent=1))
 
 
