@@ -9,7 +9,9 @@ PYTHONPATH=src python benchmarks/guidance_domain_check.py MODEL_DIR \\
     '3.0' '{"domain": 3.0}' '{"y": 1.0, "domain": 3.0}'
 
 A number is classifier-free guidance of the joint (class, target) condition, a JSON object
-composable guidance per field. MODEL_DIR is a ``model-<key>`` folder of the generation cache or
+composable guidance per field. ``--autoencoded`` first scores the model's encode-decode of the
+first N real images of the labelled ``target`` split (images only) with the check as it was
+(raw real images) and as it is (real images rendered through the autoencoder). MODEL_DIR is a ``model-<key>`` folder of the generation cache or
 the ``model/`` folder that ``shortcutlab generate`` writes.
 """
 
@@ -32,7 +34,8 @@ from shortcutlab.generative.sampling import inpaint
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("model_dir")
-    parser.add_argument("guidance", nargs="+", help="a number or a JSON {field: scale} object")
+    parser.add_argument("guidance", nargs="*", help="a number or a JSON {field: scale} object")
+    parser.add_argument("--autoencoded", action="store_true", help="score reconstructions first")
     parser.add_argument("--config", default="configs/maskmedpaint-derm.yaml")
     parser.add_argument("--n", type=int, default=128)
     parser.add_argument("--steps", type=int, default=25)
@@ -48,6 +51,15 @@ def main() -> None:
     domain = torch.cat([torch.zeros(len(xs)), torch.ones(len(target))]).long()
     real_masks = torch.cat([ms, torch.from_numpy(target.masks)])
     model = ConditionalDiffusion.load(args.model_dir)
+    if args.autoencoded:
+        held = table.split("target")
+        recon = model.reconstruct(torch.from_numpy(held.images[: args.n]))
+        recon_masks = torch.from_numpy(held.masks[: args.n])
+        for name, render in (("raw", None), ("rendered", model.reconstruct)):
+            score = domain_target_rate(
+                real, domain, real_masks, recon, recon_masks, 1, render=render
+            )
+            print(f"autoencoded real target images, {name} check: {json.dumps(score)}")
     rows = []
     for text in args.guidance:
         guidance = json.loads(text)

@@ -152,7 +152,8 @@ def generate(
     """``num_per_image`` images per source image under ``(y, domain=target)``.
 
     Returns uint8 images and a provenance frame: ``source_index`` (row in ``images``), ``seed``,
-    ``strength``, ``guidance``, ``generator`` (and ``class_guidance`` when it is set). ``maskmedpaint`` needs ``masks`` (True = ROI).
+    ``strength``, ``guidance``, ``generator`` (and ``class_guidance`` when it is set).
+    ``maskmedpaint`` needs ``masks`` (True = ROI).
     """
     if mode not in MODES:
         raise ShortcutlabError(f"unknown generator '{mode}'; choose one of: {', '.join(MODES)}")

@@ -267,17 +267,18 @@ class ConditionalDiffusion(nn.Module):
                     f"guidance names unknown condition field(s) {sorted(unknown)}; "
                     f"the model knows {names}."
                 )
-            scales = [(names.index(f), float(s)) for f, s in guidance.items() if float(s) != 0.0]
-            branches = [null]
-            for col, _ in scales:
-                only = null.clone()
-                only[:, col] = ids[:, col]
-                branches.append(only)
+            branches, weights = [null], []
+            for field, scale in guidance.items():
+                if float(scale) != 0.0:
+                    only = null.clone()
+                    col = names.index(field)
+                    only[:, col] = ids[:, col]
+                    branches.append(only)
+                    weights.append(float(scale))
         elif guidance != 1.0:
-            branches = [null, ids]
-            scales = [(-1, float(guidance))]
+            branches, weights = [null, ids], [float(guidance)]
         else:
-            branches, scales = [ids], []
+            branches, weights = [ids], []
         k = len(branches)
         x_in, t_in = torch.cat([x] * k), torch.cat([t] * k)
         with autocast(bf16, x.device.type):
@@ -285,11 +286,9 @@ class ConditionalDiffusion(nn.Module):
                 x_in, t_in, encoder_hidden_states=self.conditioner(torch.cat(branches))
             ).sample
         outs = out.float().chunk(k)
-        if k == 1:
-            return outs[0]
-        result = outs[0].clone()
-        for (_, scale), branch in zip(scales, outs[1:], strict=True):
-            result = result + scale * (branch - outs[0])
+        result = outs[0]
+        for weight, branch in zip(weights, outs[1:], strict=True):
+            result = result + weight * (branch - outs[0])
         return result
 
     def ddim_scheduler(self) -> DDIMScheduler:

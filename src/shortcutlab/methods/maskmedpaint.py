@@ -165,8 +165,17 @@ class MaskMedPaint(ERM):
         unlabelled = getattr(context, "unlabelled", None)
         pool, domain = generation_pool(train, unlabelled, info, hp)
         cache = Path(hp["cache"] or cache_dir() / "generated")
+        set_dir, model_dir = cache_dirs(pool, hp, self.generator, context.seed, cache, domain)
         table = generate_for_training(
-            pool, info, hp, self.generator, context.seed, cache, domain_values=domain
+            pool,
+            info,
+            hp,
+            self.generator,
+            context.seed,
+            cache,
+            out_dir=set_dir,
+            model_dir=model_dir,
+            domain_values=domain,
         )
         rows = torch.tensor(table.meta["source_row"].to_numpy())  # source rows: all in train
         z = train["z"][rows].clone()
@@ -177,7 +186,6 @@ class MaskMedPaint(ERM):
             new["mask"] = train["mask"][rows]
         self._save_grid(train, table, context)
         if hp["domain_check"]:
-            _, model_dir = cache_dirs(pool, info, hp, self.generator, context.seed, cache, domain)
             self._check_domain(pool, domain, new, context, model_dir)
         return concat_rows(train, new, info)
 
@@ -261,7 +269,6 @@ def save_generated_grid(
 
 def cache_dirs(
     train: dict[str, torch.Tensor],
-    info,
     hp: dict[str, Any],
     generator: str,
     seed: int,
@@ -298,7 +305,7 @@ def generate_for_training(
     domain_values: torch.Tensor | None = None,
 ):
     """The generated set for these training tensors, from ``cache`` when it was made before
-    (see ``cache_dirs``)."""
+    (see ``cache_dirs``; ``out_dir`` / ``model_dir`` override its folders)."""
     import pandas as pd
 
     from shortcutlab.generative.maskmedpaint import build_generated_set
@@ -312,7 +319,9 @@ def generate_for_training(
     meta[hp["domain"]] = domain_values.numpy()
     if source_names is not None:  # provenance: the source image's path (or row) in the dataset
         meta["path"] = list(source_names)
-    set_dir, cached_model = cache_dirs(train, info, hp, generator, seed, cache, domain_values)
+    if out_dir is None or model_dir is None:
+        set_dir, cached_model = cache_dirs(train, hp, generator, seed, cache, domain_values)
+        out_dir, model_dir = out_dir or set_dir, model_dir or cached_model
     return build_generated_set(
         train["x"],
         meta,
@@ -323,8 +332,8 @@ def generate_for_training(
         generator,
         diffusion,
         generation,
-        out_dir or set_dir,
-        model_dir or cached_model,
+        out_dir,
+        model_dir,
         info.num_classes,
         seed,
         progress,
