@@ -94,3 +94,31 @@ def test_train_one_leaves_the_callers_thread_count_alone(tmp_path):
     torch.set_num_threads(2)
     runner.train_one(table, cfg, cfg.methods[0], 0, tmp_path / "run")
     assert torch.get_num_threads() == 2
+
+
+def test_one_run_at_a_time_per_output_folder(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from shortcutlab.errors import ShortcutlabError
+
+    out = tmp_path / "run"
+    out.mkdir()
+    lock = out / ".lock"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        lock.write_text(f"{socket.gethostname()} {holder.pid}")
+        with pytest.raises(ShortcutlabError, match=f"process {holder.pid}"):
+            runner.run_experiment(_cfg(epochs=1), out)
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing touched
+    finally:
+        holder.kill()
+        holder.wait()
+    lock.write_text("another-machine 1")  # never guessed about: it may be alive over there
+    with pytest.raises(ShortcutlabError, match="delete"):
+        runner.run_experiment(_cfg(epochs=1), out)
+    # a lock whose process has ended on this machine is stale: taken over, released after
+    lock.write_text(f"{socket.gethostname()} {holder.pid}")
+    runner.run_experiment(_cfg(epochs=1), out)
+    assert (out / "results.csv").exists() and not lock.exists()

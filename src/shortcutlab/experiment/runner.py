@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import os
 import shutil
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -531,6 +533,55 @@ def _check_resumable(out: Path, cfg: ExperimentConfig) -> None:
         )
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """One ``run`` at a time per output folder.
+
+    Two runs into one folder would overwrite each other's checkpoints and results, so a second
+    one is refused while ``out/.lock`` names a live process. A lock left by a process that has
+    ended (killed, out of memory) on this machine is taken over; one written on another machine
+    (a shared cluster disk) is never guessed about: the error says to delete it if it is stale.
+    """
+    path = out / ".lock"
+    me = f"{socket.gethostname()} {os.getpid()}"
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                host, pid = path.read_text().split()
+                holder: tuple[str, int] | None = (host, int(pid))
+            except (OSError, ValueError):
+                holder = None  # being written right now, or not ours: treat as held
+            if holder and holder[0] == socket.gethostname() and not _pid_alive(holder[1]):
+                path.unlink(missing_ok=True)  # stale: its process has ended
+                continue
+            who = f"process {holder[1]} on {holder[0]}" if holder else "another process"
+            raise ShortcutlabError(
+                f"{out} is being written by {who}; wait for it to finish or choose another "
+                f"--out (delete {path} if that run is gone)"
+            ) from None
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        break
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if path.read_text() == me:
+                path.unlink()
+
+
 def run_dir_for(out: Path, method: str, seed: int) -> Path:
     return out / method / f"seed_{seed}"
 
@@ -545,6 +596,16 @@ def run_experiment(
     out = Path(out)
     validate_names(cfg)  # fail on unknown names before any work
     out.mkdir(parents=True, exist_ok=True)
+    with output_lock(out):
+        return _run_locked(cfg, out, progress, on_event)
+
+
+def _run_locked(
+    cfg: ExperimentConfig,
+    out: Path,
+    progress: ProgressFn | None,
+    on_event: Callable[[str], None] | None,
+) -> pd.DataFrame:
     _check_resumable(out, cfg)
     write_text_atomic(cfg.dump(), out / "config.yaml")
     say = on_event or (lambda _msg: None)
