@@ -39,6 +39,7 @@ SETTINGS: dict[str, dict[str, object]] = {
     "features_8_4": {"f_y_dim": 8, "f_z_dim": 4},
     "n_b_2": {"n_b": 2},
     "n_b_11": {"n_b": 11},
+    "lambda_0": {"lambda": 0.0},  # heads only: what the split architecture does by itself
     "lambda_0.3": {"lambda": 0.3},
     "lambda_5": {"lambda": 5.0},
     "epochs_30": {"train.epochs": 30},

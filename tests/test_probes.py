@@ -88,3 +88,21 @@ def test_tsne_plot_is_a_png() -> None:
     feats, labels = _split(60, 0)
     png = tsne_plot(feats["f_y"], labels, "f_y", max_points=50)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tsne_plot_of_an_emptied_block_does_not_crash() -> None:
+    """A penalty can make f_y constant; the t-SNE figure then says so (scikit-learn's tree
+    segfaulted on it and took the finished run with it)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from shortcutlab.report.figures import tsne_plot\n"
+        "labels = {'y': np.arange(200) % 2}\n"
+        "for f in (np.zeros((200, 8)), np.full((200, 8), np.nan), np.ones((200, 8)) * 1e-20):\n"
+        "    assert tsne_plot(f, labels, 'f_y')[:4] == b'\\x89PNG'\n"
+    )
+    # in a child process: the failure this guards against kills the interpreter
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-500:]

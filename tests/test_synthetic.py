@@ -210,10 +210,12 @@ def _steps_to(curve: list[float], level: float, every: int) -> float:
     return (hits[0] + 1) * every if hits else float("inf")
 
 
-# At most 8 epochs of 3,000 images for the task, stopped once it reaches 92% on the early-stopping
-# set; each attribute gets as many steps as the task needed to reach 90%. Measured at the
-# calibrated defaults: the task reaches 0.9 after 72 (cxr), 96 (derm) and fewer (mri) steps.
+# At most 8 epochs of 3,000 images for the task, stopped 2 points above its level on the
+# early-stopping set; each attribute gets as many steps as the task needed to reach its level.
+# The level is 90%, except synth-mri's graded age, whose Bayes accuracy is 90% (mri.py): 85%.
+# Measured at the calibrated defaults: the task reaches 0.9 after 72 (cxr) and 96 (derm) steps.
 Y_STEPS, EVERY = 184, 8
+TASK_LEVEL = {"synth-mri": 0.85}
 
 
 @pytest.mark.slow
@@ -227,12 +229,13 @@ def test_task_learnable_and_each_attribute_learned_faster(name: str) -> None:
     def curve(target: str, steps: int, stop_at: float):
         return _learning_curve(x, labels(f, target), xs, labels(fs, target), steps, EVERY, stop_at)
 
-    y_curve, y_model = curve("y", Y_STEPS, stop_at=0.92)
-    y_steps = _steps_to(y_curve, 0.9, EVERY)
+    level = TASK_LEVEL.get(name, 0.9)
+    y_curve, y_model = curve("y", Y_STEPS, stop_at=level + 0.02)
+    y_steps = _steps_to(y_curve, level, EVERY)
     held_out = _accuracy(y_model, xh, labels(fh, "y"))
     print(f"{name} y: {[round(a, 2) for a in y_curve]}; held out {held_out:.3f}")
-    # condition (a): the early-stopped model scores >= 90% on images it has never seen
-    assert held_out >= 0.9, "the task must be learnable without correlation"
+    # condition (a): the early-stopped model reaches the level on images it has never seen
+    assert held_out >= level, "the task must be learnable without correlation"
     for attr in SYNTHETIC[name].attributes:
         z_curve, _ = curve(attr, int(y_steps), stop_at=0.9)
         print(f"{name} {attr}: {[round(a, 2) for a in z_curve]}")

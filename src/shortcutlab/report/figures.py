@@ -144,19 +144,30 @@ def tsne_plot(
     """t-SNE (scikit-learn) of one feature block, one panel per colouring (``y``, each attribute).
 
     For ``f_y`` of a disentangled model, panels coloured by an attribute show no structure.
+    A block that is constant (a penalty can empty it) or not finite has nothing to embed: the
+    panels say so instead (scikit-learn's Barnes-Hut tree crashes the process on such input).
     """
     from sklearn.manifold import TSNE
 
     rng = np.random.default_rng(seed)
     n = len(features)
     keep = np.sort(rng.choice(n, max_points, replace=False)) if n > max_points else np.arange(n)
-    emb = TSNE(
-        2, init="pca", perplexity=min(30.0, max(5.0, (len(keep) - 1) / 4)), random_state=seed
-    )
-    xy = emb.fit_transform(features[keep].astype(np.float32))
+    x = features[keep].astype(np.float64)
+    spread = float(x.std()) if np.isfinite(x).all() else 0.0
+    xy = None
+    if spread > 1e-12 and len(np.unique(x, axis=0)) >= 3:
+        x = (x - x.mean(0)) / spread  # one scale for every block: t-SNE's init sees unit spread
+        emb = TSNE(
+            2, init="pca", perplexity=min(30.0, max(5.0, (len(keep) - 1) / 4)), random_state=seed
+        )
+        xy = emb.fit_transform(x.astype(np.float32))
     fig, axes = plt.subplots(1, len(labels), figsize=(3.2 * len(labels), 3.2), squeeze=False)
     for ax, (name, values) in zip(axes[0], labels.items(), strict=True):
-        ax.scatter(xy[:, 0], xy[:, 1], c=values[keep], cmap="coolwarm", s=4, alpha=0.7)
+        if xy is None:
+            what = "not finite" if not np.isfinite(features).all() else "constant"
+            ax.text(0.5, 0.5, f"the block is {what}:\nnothing to embed", ha="center", va="center")
+        else:
+            ax.scatter(xy[:, 0], xy[:, 1], c=values[keep], cmap="coolwarm", s=4, alpha=0.7)
         ax.set_title(f"coloured by {name}", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
