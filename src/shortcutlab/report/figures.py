@@ -153,7 +153,8 @@ def tsne_plot(
     n = len(features)
     keep = np.sort(rng.choice(n, max_points, replace=False)) if n > max_points else np.arange(n)
     x = features[keep].astype(np.float64)
-    spread = float(x.std()) if np.isfinite(x).all() else 0.0
+    finite = bool(np.isfinite(x).all())
+    spread = float(x.std()) if finite else 0.0
     xy = None
     if spread > 1e-12 and len(np.unique(x, axis=0)) >= 3:
         x = (x - x.mean(0)) / spread  # one scale for every block: t-SNE's init sees unit spread
@@ -164,7 +165,7 @@ def tsne_plot(
     fig, axes = plt.subplots(1, len(labels), figsize=(3.2 * len(labels), 3.2), squeeze=False)
     for ax, (name, values) in zip(axes[0], labels.items(), strict=True):
         if xy is None:
-            what = "not finite" if not np.isfinite(features).all() else "constant"
+            what = "constant" if finite else "not finite"
             ax.text(0.5, 0.5, f"the block is {what}:\nnothing to embed", ha="center", va="center")
         else:
             ax.scatter(xy[:, 0], xy[:, 1], c=values[keep], cmap="coolwarm", s=4, alpha=0.7)
