@@ -46,6 +46,9 @@ SETTINGS: dict[str, dict[str, object]] = {
     # Small blocks made the MI term bite (f_y probes at chance) but lost the task; the
     # conditional term does not penalise a task block that carries y.
     "features_8_4_given_y": {"f_y_dim": 8, "f_z_dim": 4, "mi_given_y": True},
+    # The conditional term below lambda 1.35, where keeping the task is cheaper than dropping it.
+    "given_y_lambda_0.7": {"mi_given_y": True, "lambda": 0.7},
+    "given_y_lambda_1": {"mi_given_y": True, "lambda": 1.0},
     "features_8_4_given_y_detach": {
         "f_y_dim": 8,
         "f_z_dim": 4,
