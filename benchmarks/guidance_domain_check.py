@@ -11,8 +11,9 @@ PYTHONPATH=src python benchmarks/guidance_domain_check.py MODEL_DIR \\
 A number is classifier-free guidance of the joint (class, target) condition, a JSON object
 composable guidance per field. ``--autoencoded`` first scores the model's encode-decode of the
 first N real images of the labelled ``target`` split (images only) with the check as it was
-(raw real images) and as it is (real images rendered through the autoencoder). MODEL_DIR is a ``model-<key>`` folder of the generation cache or
-the ``model/`` folder that ``shortcutlab generate`` writes.
+(raw real images) and as it is (real images rendered through the autoencoder). MODEL_DIR is a
+``model-<key>`` folder of the generation cache or the ``model/`` folder that
+``shortcutlab generate`` writes.
 """
 
 from __future__ import annotations

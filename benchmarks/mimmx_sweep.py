@@ -23,6 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 CONFIG = "configs/mimmx-mri.yaml"
@@ -96,6 +97,25 @@ def val_criteria(path: Path, criterion: str) -> tuple[float, float]:
     return float(crit), float(probes.mean())
 
 
+def label_information(counts_csv: Path) -> str:
+    """What the training cells alone fix, in nats: I(y; z) over the joint confounder label z,
+    H(z | y), and the lambda above which the unconditional MI term (at least lambda * I(y; z)
+    for a task block that predicts y) costs more than dropping the task (log 2)."""
+    from scipy.stats import entropy
+    from sklearn.metrics import mutual_info_score
+
+    counts = pd.read_csv(counts_csv)
+    y = counts["group"].str.extract(r"^y=(\d+)")[0]
+    z = counts["group"].str.replace(r"^y=\d+,", "", regex=True)
+    cells = counts.pivot_table(index=y, columns=z, values="train", aggfunc="sum").fillna(0)
+    mi = mutual_info_score(None, None, contingency=cells.to_numpy())
+    h_z = entropy(cells.sum(axis=0).to_numpy())
+    return (
+        f"training cells: I(y; z) = {mi:.3f} nats, H(z | y) = {h_z - mi:.3f} nats; the "
+        f"unconditional term exceeds log 2 for lambda > {np.log(2) / mi:.2f}"
+    )
+
+
 def diagnosis(path: Path, seed: int) -> str:
     """inv / bal accuracy and bal probes of f_y: printed to explain, never used to choose."""
     df = pd.read_csv(path)
@@ -152,6 +172,7 @@ def main() -> None:
     tied = [n for n in names if scores[n][0] >= best - 0.005]
     choice = min(tied, key=lambda n: scores[n][1])
     print(f"choice: {choice} {SETTINGS[choice]}")
+    print(label_information(args.out / names[0] / "split_counts.csv"))
 
 
 if __name__ == "__main__":
