@@ -1,19 +1,32 @@
-"""The MIMM-X table of docs/RESULTS.md from run folders of ``shortcutlab run``.
+"""The MIMM-X tables of docs/RESULTS.md from run folders of ``shortcutlab run``.
 
-For every method and seed found under the given run folders (``*/seed_*/results.csv``): accuracy
-on val / inv / bal, the val -> inv drop, and the bal accuracy of the linear probes ``f_y -> sex``
-and ``f_y -> dataset`` (``f`` for methods without blocks); then the mean and std over seeds.
+For every method and seed found under the given run folders (``*/seed_*/results.csv``):
+accuracy on val / inv / bal, the val -> inv drop, inv AUROC and worst-group accuracy, and the bal
+accuracy of the linear probes from ``f_y`` to each attribute (``f``, the whole feature vector, for
+methods without blocks); then the mean and std over seeds as a Markdown table. Runs of one method
+may be spread over several folders (e.g. seeds run in parallel); a (method, seed) found twice is
+an error. ``--targets`` checks the issue's synth-mri targets on the seed means.
 Usage:
 
-    PYTHONPATH=src .venv/bin/python benchmarks/mimmx_table.py RUN_DIR [RUN_DIR ...]
+    PYTHONPATH=src .venv/bin/python benchmarks/mimmx_table.py RUN_DIR [RUN_DIR ...] [--per-seed]
+        [--targets]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from pathlib import Path
 
 import pandas as pd
+
+ORDER = ["erm", "rebalance", "dcor", "mimm", "mimmx", "mimmx-no-dls", "mimmx-no-caw"]
+
+
+def probe_attributes(df: pd.DataFrame) -> list[str]:
+    probes = df[df["metric"].isin(["probe_accuracy[f_y]", "probe_accuracy[f]"])]
+    return sorted(set(probes["target"]) - {"y"}, key=list(probes["target"]).index)
 
 
 def rows(df: pd.DataFrame) -> dict[str, float]:
@@ -23,35 +36,89 @@ def rows(df: pd.DataFrame) -> dict[str, float]:
 
     out = {s: get(s, "y", "accuracy") for s in ("val", "inv", "bal")}
     out["drop"] = out["val"] - out["inv"]
-    for attr in ("sex", "dataset"):
+    out["inv AUROC"] = get("inv", "y", "auroc")
+    out["inv worst group"] = get("inv", "y", "worst_group_accuracy")
+    for attr in probe_attributes(df):
         value = get("bal", attr, "probe_accuracy[f_y]")
         out[f"probe {attr}"] = value if value == value else get("bal", attr, "probe_accuracy[f]")
     return out
 
 
+def collect(runs: list[Path]) -> pd.DataFrame:
+    table, seen = [], {}
+    for run in runs:
+        for path in sorted(run.glob("*/seed_*/results.csv")):
+            df = pd.read_csv(path)
+            method, seed = path.parent.parent.name, int(df["seed"].iloc[0])
+            if (method, seed) in seen:
+                sys.exit(f"{method} seed {seed} is in both {seen[method, seed]} and {path.parent}")
+            seen[method, seed] = path.parent
+            done = path.parent / "done.json"
+            seconds = json.loads(done.read_text())["compute"]["seconds"] if done.exists() else None
+            table.append({"method": method, "seed": seed, **rows(df), "seconds": seconds})
+    if not table:
+        sys.exit("no */seed_*/results.csv under " + ", ".join(map(str, runs)))
+    frame = pd.DataFrame(table)
+    rank = {m: i for i, m in enumerate(ORDER)}
+    frame["_rank"] = frame["method"].map(lambda m: rank.get(m, len(ORDER)))
+    return frame.sort_values(["_rank", "method", "seed"]).drop(columns="_rank")
+
+
+def summary(frame: pd.DataFrame) -> pd.DataFrame:
+    cols = [c for c in frame.columns if c not in ("method", "seed", "seconds")]
+    grouped = frame.groupby("method", sort=False)
+    mean, std = grouped[cols].mean(), grouped[cols].std().fillna(0.0)
+    out = pd.DataFrame(
+        {c: [f"{m:.1f} ± {s:.1f}" for m, s in zip(mean[c], std[c])] for c in cols},
+        index=mean.index,
+    )
+    out["seconds (median)"] = grouped["seconds"].median().round(0).astype("Int64")
+    out.insert(0, "seeds", grouped["seed"].count())
+    return out
+
+
+def targets(frame: pd.DataFrame) -> list[str]:
+    """The issue's synth-mri targets, on the seed means of erm, rebalance and mimmx."""
+    mean = frame.groupby("method")[[c for c in frame.columns if c != "method"]].mean()
+    missing = {"erm", "rebalance", "mimmx"} - set(mean.index)
+    if missing:
+        return [f"targets need {', '.join(sorted(missing))}"]
+    m, erm, reb = mean.loc["mimmx"], mean.loc["erm"], mean.loc["rebalance"]
+    lines = []
+
+    def check(name: str, ok: bool, detail: str) -> None:
+        lines.append(f"{'met    ' if ok else 'NOT met'}  {name}: {detail}")
+
+    check(
+        "inv >= ERM inv + 20",
+        m["inv"] >= erm["inv"] + 20,
+        f"{m['inv']:.1f} vs {erm['inv'] + 20:.1f}",
+    )
+    check(
+        "inv >= rebalance inv - 2",
+        m["inv"] >= reb["inv"] - 2,
+        f"{m['inv']:.1f} vs {reb['inv'] - 2:.1f}",
+    )
+    check("val -> inv drop <= 5", m["drop"] <= 5, f"{m['drop']:.1f}")
+    for col in [c for c in mean.columns if c.startswith("probe ")]:
+        check(f"{col} from f_y <= 60", m[col] <= 60, f"{m[col]:.1f} (ERM's f: {erm[col]:.1f})")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--per-seed", action="store_true", help="also print every run's row")
+    parser.add_argument("--targets", action="store_true", help="check the synth-mri targets")
     args = parser.parse_args()
-    table = []
-    for run in args.runs:
-        for path in sorted(run.glob("*/seed_*/results.csv")):
-            df = pd.read_csv(path)
-            label = f"{run.name}/{path.parent.parent.name}"
-            table.append({"method": label, "seed": int(df["seed"].iloc[0]), **rows(df)})
-    frame = pd.DataFrame(table)
-    pd.set_option("display.width", 200)
-    print(frame.round(1).to_string(index=False))
-    cols = ["val", "inv", "bal", "drop", "probe sex", "probe dataset"]
-    grouped = frame.groupby("method")[cols]
-    mean, std = grouped.mean(), grouped.std().fillna(0.0)
-    summary = pd.DataFrame(
-        {c: [f"{m:.1f} +- {s:.1f}" for m, s in zip(mean[c], std[c])] for c in cols},
-        index=mean.index,
-    )
-    summary.insert(0, "seeds", frame.groupby("method")["seed"].count())
-    print()
-    print(summary.to_string())
+    frame = collect(args.runs)
+    if args.per_seed:
+        print(frame.round(1).to_markdown(index=False))
+        print()
+    print(summary(frame).to_markdown())
+    if args.targets:
+        print()
+        print("\n".join(targets(frame)))
 
 
 if __name__ == "__main__":
