@@ -56,6 +56,10 @@ SETTINGS: dict[str, dict[str, object]] = {
         "mi_given_y": True,
         "mi_detach_z": True,
     },
+    # The task block first (ERM on f_y), then the full loss: f_y holds age before the
+    # confounder heads make sex and dataset salient in the shared encoder.
+    "warmup_5": {"warmup_epochs": 5},
+    "warmup_5_given_y": {"warmup_epochs": 5, "mi_given_y": True},
 }
 
 

@@ -264,3 +264,28 @@ def test_mi_detach_z_sends_the_penalty_through_f_y_only(name) -> None:
         )
         assert all(math.isfinite(v) for v in method.update(data).values())
         assert seen == [len(method.split_attrs)]
+
+
+def test_mimmx_warmup_trains_the_task_alone_then_the_full_loss() -> None:
+    """``warmup_epochs``: during warm-up an update is exactly a task-only step (the confounder
+    heads and the attention stay put, the MI term adds no gradient) while the critic trains;
+    from the next epoch on the heads learn too."""
+    data = toy(64, 5)
+    method = build("mimmx", **MINE_TEST, warmup_epochs=1)
+    plain = build("mimmx", **MINE_TEST)
+    plain.model.load_state_dict(method.model.state_dict())
+    heads = [p.detach().clone() for p in method.z_heads.parameters()]
+    mine = [p.detach().clone() for p in method.mines.parameters()]
+    log = method.update(data)
+    assert log["warmup"] == 1.0 and math.isfinite(log["mi"])
+    plain.step(plain.head_losses(plain.model.features(data["x"]), data)[0])  # ce_y alone
+    for p, q in zip(method.model.parameters(), plain.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+    assert all(torch.equal(p, q) for p, q in zip(method.z_heads.parameters(), heads))
+    assert torch.equal(method.caw_logits.detach(), torch.zeros(2))
+    assert any(not torch.equal(p, q) for p, q in zip(method.mines.parameters(), mine))
+    method.on_epoch_end(0, None)
+    log = method.update(data)
+    assert log["warmup"] == 0.0
+    assert any(not torch.equal(p, q) for p, q in zip(method.z_heads.parameters(), heads))
+    assert not torch.equal(method.caw_logits.detach(), torch.zeros(2))

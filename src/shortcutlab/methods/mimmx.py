@@ -20,6 +20,11 @@ Encoder output ``f = [f_y, f_z1, ..., f_zk]``, one head per target. Per ``update
 within a class, so the term is ``I(f_y; f_z | y)``: at P(z = y) = 0.9, ``I(f_y; f_z)`` cannot
 reach 0 while ``f_y`` predicts ``y``, the conditional term can (docs/RESULTS.md).
 
+``warmup_epochs`` (our choice, default 0 = the paper): for the first epochs the encoder step
+uses the task loss alone (no confounder heads, no MI term), so ``f_y`` learns the task before
+the confounder heads make sex, scanner etc. salient in the shared encoder; the statistics
+network(s) still take their ``N_B - 1`` steps, so the critic is trained when the term switches on.
+
 Defaults are the paper's brain-MRI settings: N_B 6, alpha_Y 0.3, alpha_Z 0.8, beta_Y 0.01,
 lambda 1.5.
 """
@@ -71,6 +76,11 @@ class MIMMX(MINEPenaltyMethod):
         "caw": Hparam(True, "confounder attention; false fixes a = 1/k (ablation)"),
         "caw_mode": Hparam("concat", "concat: one MINE on [a_i f_zi]; pairwise: one MINE per f_zi"),
         "caw_lr": Hparam(1e-2, "learning rate of the attention logits w (our choice)"),
+        "warmup_epochs": Hparam(
+            0,
+            "our choice: epochs of task-only training (no confounder heads, no MI term) before "
+            "the full loss; 0 = the paper",
+        ),
     }
 
     def __init__(self, model, info, hparams: dict[str, Any]):
@@ -171,22 +181,33 @@ class MIMMX(MINEPenaltyMethod):
             self._optimizer = opt
         return self._optimizer
 
+    def warming_up(self) -> bool:
+        return self.epoch < int(self.hparams["warmup_epochs"])
+
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         f = self.model.features(batch["x"])
         ce_y, ce_z = self.head_losses(f, batch)
         losses = [ce_y, *ce_z]
-        gammas = self.gammas([v.item() for v in losses])
+        warmup = self.warming_up()
+        gammas = [1.0] * len(losses) if warmup else self.gammas([v.item() for v in losses])
         f_y, f_zs = self.split(f)
         a = self.attention()
         groups = self.mine_groups(batch)
-        a_pen = _ReverseGrad.apply(a) if self.hparams["caw"] else a
-        mi = self.mi_term(f_y, self.penalty_blocks(f_zs), a_pen, groups)
-        heads = sum(g * v for g, v in zip(gammas, losses, strict=True))
-        penalty = float(self.hparams["lambda"]) * mi
-        loss = heads + penalty
-        scale = self.penalised_step(heads, penalty)
+        if warmup:  # task loss alone; the MI value is logged, not optimised
+            with torch.no_grad():
+                mi = self.mi_term(f_y, f_zs, a, groups)
+            loss = ce_y
+            self.step(ce_y)
+            scale = 1.0
+        else:
+            a_pen = _ReverseGrad.apply(a) if self.hparams["caw"] else a
+            mi = self.mi_term(f_y, self.penalty_blocks(f_zs), a_pen, groups)
+            heads = sum(g * v for g, v in zip(gammas, losses, strict=True))
+            penalty = float(self.hparams["lambda"]) * mi
+            loss = heads + penalty
+            scale = self.penalised_step(heads, penalty)
         bound = self.mine_steps(f_y, f_zs, a, groups)
-        out = {"loss": loss.item(), "ce_y": ce_y.item(), "mi": mi.item()}
+        out = {"loss": loss.item(), "ce_y": ce_y.item(), "mi": mi.item(), "warmup": float(warmup)}
         out["mi_mine_steps"] = sum(bound) / len(bound) if bound else mi.item()
         for i, attr in enumerate(self.split_attrs):
             out[f"ce_{attr}"] = ce_z[i].item()
