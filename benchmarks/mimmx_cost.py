@@ -1,11 +1,14 @@
 """Cost of MIMM-X: seconds per encoder update of ``mimmx`` against ``erm``.
 
 One ``update`` of mimmx is one encoder/heads step plus ``N_B - 1`` steps of the statistics network
-over all B x B pairs, so its cost grows with B^2 * mine_hidden^2 * N_B. Same model (small-cnn),
+over all B x B pairs, so its cost grows with B^2 * mine_hidden^2 * N_B. The ``N_B 1`` variants
+have no critic steps: their excess over erm is the MI term (and the heads) in the encoder step,
+MINE alone; the rest of a full update is the alternation. Same model (``--backbone``),
 random 64x64 inputs, batch size and threads for every variant; updates are timed after warm-up,
 the variants interleaved and repeated, the median reported. Usage:
 
     .venv/bin/python benchmarks/mimmx_cost.py [--batch-size 150] [--updates 3] [--threads 1]
+        [--backbone small-cnn-gn]
 """
 
 from __future__ import annotations
@@ -22,19 +25,22 @@ from shortcutlab.models import build_model
 
 VARIANTS: dict[str, tuple[str, dict]] = {
     "erm": ("erm", {}),
+    # N_B 1: the encoder step with the MI term and its heads, no critic steps (MINE alone)
+    "mimmx N_B 1, hidden 400": ("mimmx", {"n_b": 1}),
     "mimmx (paper: N_B 6, hidden 400)": ("mimmx", {}),
+    "mimmx N_B 1, hidden 128": ("mimmx", {"mine_hidden": 128, "n_b": 1}),
     "mimmx hidden 128": ("mimmx", {"mine_hidden": 128}),
     "mimmx N_B 3, hidden 128": ("mimmx", {"mine_hidden": 128, "n_b": 3}),
     "mimmx pairwise": ("mimmx", {"caw_mode": "pairwise"}),
 }
 
 
-def build(name: str, params: dict, info: TaskInfo, seed: int = 0):
+def build(name: str, params: dict, info: TaskInfo, backbone: str, seed: int = 0):
     cls = get_method(name)
     hp = {**cls.hparam_defaults(), **params}
     dim = cls.encoder_dim(info, hp) or 128
     torch.manual_seed(seed)
-    model = build_model("small-cnn", info.in_channels, info.num_classes, info.image_size, dim)
+    model = build_model(backbone, info.in_channels, info.num_classes, info.image_size, dim)
     return cls(model, info, hp)
 
 
@@ -54,6 +60,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--backbone", default="small-cnn-gn", help="the MIMM-X configs' encoder")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -67,7 +74,10 @@ def main() -> None:
         "g": torch.randint(0, 8, (b,), generator=gen),
         "idx": torch.arange(b),
     }
-    methods = {label: build(name, params, info) for label, (name, params) in VARIANTS.items()}
+    methods = {
+        label: build(name, params, info, args.backbone)
+        for label, (name, params) in VARIANTS.items()
+    }
     times: dict[str, list[float]] = {label: [] for label in methods}
     for _ in range(args.repeats):
         for label, method in methods.items():
@@ -77,7 +87,8 @@ def main() -> None:
         label: {"seconds_per_update": statistics.median(t), "x_erm": statistics.median(t) / erm}
         for label, t in times.items()
     }
-    print(json.dumps({"batch_size": b, "threads": args.threads, "results": out}, indent=1))
+    report = {"batch_size": b, "threads": args.threads, "backbone": args.backbone, "results": out}
+    print(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":
