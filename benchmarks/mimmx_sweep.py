@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from mimmx_table import rows  # the same per-run figures as the RESULTS tables
 
 CONFIG = "configs/mimmx-mri.yaml"
 
@@ -122,18 +123,12 @@ def label_information(counts_csv: Path) -> str:
 
 def diagnosis(path: Path, seed: int) -> str:
     """inv / bal accuracy and bal probes of f_y: printed to explain, never used to choose."""
-    df = pd.read_csv(path)
-    acc = df[(df["metric"] == "accuracy") & (df["target"] == "y")].groupby("split")["value"].mean()
-    probe = df[(df["split"] == "bal") & (df["metric"] == "probe_accuracy[f_y]")]
-    probes = " ".join(
-        f"{t} {100 * v:.0f}" for t, v in probe.groupby("target")["value"].mean().items()
-    )
-    auroc = df[(df["metric"] == "auroc") & (df["target"] == "y") & (df["split"] == "inv")]
-    val, inv, bal = (100 * acc.get(s, float("nan")) for s in ("val", "inv", "bal"))
+    r = rows(pd.read_csv(path))
+    probes = " ".join(f"{k.removeprefix('probe ')} {v:.0f}" for k, v in r.items() if "probe" in k)
     done = json.loads((path.parent / "mimmx" / f"seed_{seed}" / "done.json").read_text())
     return (
-        f"[diagnosis only: acc val {val:.1f} inv {inv:.1f} bal {bal:.1f}, "
-        f"inv AUROC {100 * auroc['value'].mean():.1f}, bal probes f_y -> {probes}; "
+        f"[diagnosis only: acc val {r['val']:.1f} inv {r['inv']:.1f} bal {r['bal']:.1f}, "
+        f"inv AUROC {r['inv AUROC']:.1f}, bal probes f_y -> {probes}; "
         f"epoch {done['selected_epoch']}, {done['compute']['seconds']:.0f} s]"
     )
 
