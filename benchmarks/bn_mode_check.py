@@ -19,6 +19,8 @@ import torch
 from shortcutlab.evaluation.metrics import auroc
 from shortcutlab.experiment import config as config_mod
 from shortcutlab.experiment import runner
+from shortcutlab.experiment.context import tensors_of
+from shortcutlab.models.checkpoint import Checkpoint
 
 
 @torch.no_grad()
@@ -36,11 +38,11 @@ def main() -> None:
     for folder in args.seed_dirs:
         cfg = config_mod.load_config(folder.parent.parent / "config.yaml")
         table = runner.load_dataset(cfg.dataset)
-        ckpt = torch.load(folder / "checkpoint.pt", weights_only=False)
+        ckpt = Checkpoint.load(folder / "checkpoint.pt")
         info = runner.task_info(table, cfg, 1)
-        method = runner.build_method(ckpt["method"], ckpt["hparams"], info, cfg.train)
-        method.load_state_dict(ckpt["method_state"])
-        val = runner._tensors(table.split("val"))
+        method = runner.build_method(ckpt.method, ckpt.hparams, info, cfg.train)
+        method.load_state_dict(ckpt.method_state)
+        val = tensors_of(table.split("val"))
         y = val["y"].numpy()
         parts = []
         for mode in (False, True):
@@ -51,7 +53,7 @@ def main() -> None:
                 f"{'train' if mode else 'eval'}-mode BN: val acc {100 * acc:5.1f} "
                 f"AUROC {100 * auroc(probs, y):5.1f}"
             )
-        print(f"{folder} (epoch {ckpt['selected_epoch']}): " + "; ".join(parts))
+        print(f"{folder} (epoch {ckpt.selected_epoch}): " + "; ".join(parts))
 
 
 if __name__ == "__main__":

@@ -24,14 +24,11 @@ import torch
 
 from shortcutlab.evaluation.metrics import auroc, fairness_gaps
 from shortcutlab.experiment.config import MethodSpec, load_config
-from shortcutlab.experiment.posthoc import _context, external_rows, load_run_checkpoint
-from shortcutlab.experiment.runner import (
-    _tensors,
-    load_dataset,
-    method_hparams,
-    torch_threads,
-)
+from shortcutlab.experiment.context import tensors_of
+from shortcutlab.experiment.posthoc import external_rows, load_run_checkpoint, posthoc_context
+from shortcutlab.experiment.runner import load_dataset, method_hparams, torch_threads
 from shortcutlab.methods.swift import attribute_index, swift_config_from_hparams, swift_debias
+from shortcutlab.store.layout import RunLayout
 
 GRID = {
     "fairness": ["eodds", "eodds_abs"],
@@ -70,15 +67,16 @@ def main() -> None:
     base = method_hparams(MethodSpec(name="swift"), cfg)
     with torch_threads(cfg.train.num_threads):
         table = load_dataset(cfg.dataset)
-        ext = _tensors(table.select(external_rows(table)))
-        val = _tensors(table.split("val"))
+        ext = tensors_of(table.select(external_rows(table)))
+        val = tensors_of(table.split("val"))
         rows = []
         for s in settings():
             per_ckpt = []
             for path in args.checkpoints:
                 ckpt, method = load_run_checkpoint(path, table)
-                seed = int(ckpt.get("seed", 0))
-                ctx = _context(table, method, cfg, seed, Path(tempfile.gettempdir()))
+                seed = int(ckpt.seed)
+                layout = RunLayout.single(Path(tempfile.gettempdir()), ckpt.name, seed)
+                ctx = posthoc_context(table, method, cfg, layout)
                 j = attribute_index(method.info, base.get("attribute"))
                 auc0, gap0 = val_scores(method, val, ctx, j)
                 swift_cfg = swift_config_from_hparams({**base, **s}, seed=seed)

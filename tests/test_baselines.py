@@ -1,8 +1,9 @@
 import torch
 
-from shortcutlab.experiment.runner import Context
+from shortcutlab.experiment.context import Context
 from shortcutlab.methods import TaskInfo, get_method
 from shortcutlab.models import build_model
+from shortcutlab.store.layout import RunLayout
 
 
 def _info():
@@ -30,7 +31,15 @@ def test_rebalance_draws_every_group_equally_often():
         "z": (g % 2)[:, None],
         "g": g,
     }
-    ctx = Context(tensors, tensors, None, torch.device("cpu"), 0, 100, 100, _info(), None)
+    ctx = Context(
+        train=tensors,
+        val=tensors,
+        info=_info(),
+        layout=RunLayout.single("unused", "rebalance", 0),
+        device=torch.device("cpu"),
+        seed=0,
+        batch_size=100,
+    )
     w = ctx.sampling_weights(_method("rebalance"), tensors)
     draws = torch.cat(
         [

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import run_cli, write_config, write_csv_dataset
 
-from shortcutlab.experiment.results import RESULT_COLUMNS
+from shortcutlab.store.results import RESULT_COLUMNS
 
 
 def test_csv_dataset_with_split_column_runs_and_resumes(tmp_path, capsys):

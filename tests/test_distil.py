@@ -17,6 +17,7 @@ from shortcutlab.methods.groupdistil import GroupDistil
 from shortcutlab.methods.groupdro import GroupDRO, group_weighted_loss
 from shortcutlab.methods.kd import KD, distillation_loss
 from shortcutlab.models import EncoderHeadModel, build_model
+from shortcutlab.models.checkpoint import Checkpoint
 from shortcutlab.models.checkpoint import load_trained_model as load_teacher
 
 INFO = TaskInfo(num_classes=2, attributes=["a"], attribute_cardinalities=[2], in_channels=1)
@@ -111,27 +112,69 @@ def test_update_lowers_the_kl_to_a_fixed_teacher(cls):
     assert not any(k.startswith("_teacher") for k in method.state_dict())
 
 
-def test_teacher_checkpoint_loads_tolerantly(tmp_path):
+def _runner_checkpoint(model, backbone: str = "small-cnn") -> Checkpoint:
+    return Checkpoint(
+        method="erm",
+        name="erm",
+        hparams={},
+        model_state=model.state_dict(),
+        method_state={},
+        info={"num_classes": 2, "in_channels": 1, "image_size": 16},
+        feature_dim=model.feature_dim,
+        train={"backbone": backbone},
+        dataset={},
+        seed=0,
+        selected_epoch=0,
+        selection={},
+        compute={},
+    )
+
+
+def test_teacher_checkpoint_loads_a_run_checkpoint_or_a_bare_state_dict(tmp_path):
     info = TaskInfo(num_classes=2, attributes=["a"], attribute_cardinalities=[2], image_size=16)
     model = build_model("small-cnn", 1, 2, image_size=16, feature_dim=24).eval()
-    state = {f"model.{k}": v for k, v in model.state_dict().items()}
-    state["q"] = torch.ones(4)  # a method buffer, ignored
-    path = tmp_path / "ckpt.pt"
-    torch.save({"model_state": state, "config": {"model": {"backbone": "small-cnn"}}}, path)
-    teacher = load_teacher(path, info, default_backbone="resnet18").eval()
     x = torch.rand(3, 1, 16, 16)
-    assert torch.allclose(teacher(x), model(x))
-    torch.save(model.state_dict(), tmp_path / "bare.pt")  # bare state dict, default backbone
+    _runner_checkpoint(model).save(tmp_path / "runner.pt")
+    # the run checkpoint names its backbone: the caller's default is not used
+    loaded = load_teacher(tmp_path / "runner.pt", info, "resnet18").eval()
+    assert torch.allclose(loaded(x), model(x))
+    assert Checkpoint.load(tmp_path / "runner.pt").feature_dim == 24
+    torch.save(model.state_dict(), tmp_path / "bare.pt")  # bare state dict, caller's backbone
     assert torch.allclose(load_teacher(tmp_path / "bare.pt", info, "small-cnn").eval()(x), model(x))
-    runner_format = {"model_state": model.state_dict(), "train": {"backbone": "small-cnn"}}
-    torch.save(runner_format, tmp_path / "runner.pt")
-    assert torch.allclose(
-        load_teacher(tmp_path / "runner.pt", info, "resnet18").eval()(x), model(x)
-    )
-    with pytest.raises(ShortcutlabError):
+
+
+def test_checkpoints_of_other_layouts_are_refused_in_one_sentence(tmp_path):
+    info = TaskInfo(num_classes=2, attributes=["a"], attribute_cardinalities=[2], image_size=16)
+    model = build_model("small-cnn", 1, 2, image_size=16, feature_dim=24).eval()
+    # a nested layout of another tool: no format tag, not a plain state dict
+    other = {"model_state": model.state_dict(), "config": {"model": {"backbone": "small-cnn"}}}
+    torch.save(other, tmp_path / "other.pt")
+    with pytest.raises(ShortcutlabError, match="neither a shortcutlab checkpoint"):
+        load_teacher(tmp_path / "other.pt", info, "small-cnn")
+    with pytest.raises(ShortcutlabError, match="not a shortcutlab checkpoint"):
+        Checkpoint.load(tmp_path / "other.pt")
+    newer = {**torch.load(_save(_runner_checkpoint(model), tmp_path / "r.pt")), "format": "x/2"}
+    torch.save(newer, tmp_path / "newer.pt")
+    with pytest.raises(ShortcutlabError, match="format 'x/2'"):
+        load_teacher(tmp_path / "newer.pt", info, "small-cnn")
+    # an object that needs the full unpickler is never unpickled
+    torch.save({"model_state": model.state_dict(), "obj": _Pickled()}, tmp_path / "pickled.pt")
+    with pytest.raises(ShortcutlabError, match="without unpickling"):
+        load_teacher(tmp_path / "pickled.pt", info, "small-cnn")
+    with pytest.raises(ShortcutlabError, match="does not exist"):
         load_teacher(tmp_path / "missing.pt", info, "small-cnn")
-    with pytest.raises(ShortcutlabError):  # wrong backbone for these weights
+    torch.save(model.state_dict(), tmp_path / "bare.pt")
+    with pytest.raises(ShortcutlabError, match="does not fit backbone 'resnet18'"):
         load_teacher(tmp_path / "bare.pt", info, "resnet18")
+
+
+class _Pickled:
+    """A plain object: ``torch.load(weights_only=True)`` refuses it."""
+
+
+def _save(ckpt: Checkpoint, path):
+    ckpt.save(path)
+    return path
 
 
 def test_on_train_start_trains_a_teacher_and_caches_its_logits():

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from shortcutlab.data.grouping import Grouper
 from shortcutlab.evaluation.metrics import (
     bootstrap_ci,
     evaluate_split,
@@ -20,7 +21,7 @@ def test_group_and_worst_group_accuracy_by_hand():
     z = np.array([[0], [1], [1], [0], [1], [0]])
     pred = np.array([0, 1, 1, 0, 1, 0])
     probs = np.eye(2)[pred] * 0.8 + 0.1
-    d = _rows_to_dict(evaluate_split("val", probs, y, z, ["sex"], 2, [2], n_boot=0))
+    d = _rows_to_dict(evaluate_split("val", probs, y, z, Grouper(2, ("sex",), (2,)), n_boot=0))
     assert d[("y", "accuracy")] == pytest.approx(4 / 6)
     assert d[("y", "group_accuracy[y=0,sex=0]")] == 1.0  # rows 0, 5
     assert d[("y", "group_accuracy[y=0,sex=1]")] == 0.0  # row 1

@@ -13,7 +13,7 @@ from conftest import run_cli, write_config, write_csv_dataset
 from shortcutlab.data.sources import make_synthetic
 from shortcutlab.errors import ShortcutlabError
 from shortcutlab.experiment.posthoc import external_rows
-from shortcutlab.experiment.results import RESULT_COLUMNS
+from shortcutlab.store.results import RESULT_COLUMNS
 
 
 def test_external_split_is_disjoint_from_train_and_the_selection_split():

@@ -105,8 +105,8 @@ def _run_one(cfg, out: Path, quiet: bool) -> None:
 
 
 def _print_headline(out: Path) -> None:
-    from shortcutlab.experiment.results import read_results
     from shortcutlab.report.build import headline_table
+    from shortcutlab.store.results import read_results
 
     headline = headline_table(read_results(out / "results.csv"))
     table = Table(title=f"{out}: accuracy % (val = with the shortcut, inv = against it)")

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from shortcutlab.data.grouping import Grouper
+
 
 @dataclass
 class ImageTable:
@@ -24,11 +26,17 @@ class ImageTable:
     masks: np.ndarray | None = None  # bool, (N, H, W); True = region of interest
     name: str = "data"
     attribute_values: dict[str, list] = field(default_factory=dict)  # code -> original category
+    # set from the full table when it is made; every subset (select, split) keeps it
+    grouper: Grouper | None = None
 
     def __post_init__(self) -> None:
         if len(self.images) != len(self.meta):
             raise ValueError("images and metadata differ in length")
         self.meta = self.meta.reset_index(drop=True)
+        if self.grouper is None:
+            self.grouper = Grouper.from_meta(
+                self.meta, self.attributes, self.num_classes, self.attribute_values
+            )
 
     def __len__(self) -> int:
         return len(self.meta)
@@ -57,22 +65,23 @@ class ImageTable:
             masks=None if self.masks is None else self.masks[index],
             name=self.name,
             attribute_values=dict(self.attribute_values),
+            grouper=self.grouper,
         )
 
     def split(self, name: str) -> ImageTable:
         return self.select(np.flatnonzero(self.meta["split"].astype(str).to_numpy() == name))
 
     def group_ids(self) -> np.ndarray:
-        """Group id of each row: the joint cell (y, z1, ..., zk), numbered in mixed radix."""
-        return group_ids(
-            self.meta, self.attributes, self.num_classes, self.attribute_cardinalities()
-        )
+        """Group id of each row: the joint cell (y, z1, ..., zk), numbered in mixed radix with
+        the full table's cardinalities (``data/grouping.py``)."""
+        return self.grouper.ids_of_meta(self.meta)
 
     def attribute_cardinalities(self) -> list[int]:
-        return [int(self.meta[a].max()) + 1 if len(self.meta) else 1 for a in self.attributes]
+        """Each attribute's number of values in the full table this one was selected from."""
+        return list(self.grouper.cardinalities)
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """x as float in [0, 1], y, z (N, k) and group ids, ready for the runner."""
+        """x as uint8 (N, C, H, W), y, z (N, k) and group ids, ready for the runner."""
         z = np.array(self.meta[self.attributes].to_numpy(dtype=np.int64)).reshape(len(self), -1)
         return {
             "x": torch.from_numpy(np.ascontiguousarray(self.images)),
@@ -80,20 +89,3 @@ class ImageTable:
             "z": torch.tensor(z),
             "g": torch.tensor(np.array(self.group_ids(), dtype=np.int64)),
         }
-
-
-def group_ids(
-    meta: pd.DataFrame, attributes: list[str], num_classes: int, cardinalities: list[int]
-) -> np.ndarray:
-    gid = meta["y"].to_numpy(dtype=np.int64).copy()
-    for attr, card in zip(attributes, cardinalities):
-        gid = gid * card + meta[attr].to_numpy(dtype=np.int64)
-    return gid
-
-
-def group_names(attributes: list[str], num_classes: int, cardinalities: list[int]) -> list[str]:
-    """Readable names of the joint groups in the order of ``group_ids``: ``y=1,sex=0,age=1``."""
-    names = [f"y={c}" for c in range(num_classes)]
-    for attr, card in zip(attributes, cardinalities):
-        names = [f"{n},{attr}={v}" for n in names for v in range(card)]
-    return names

@@ -1,21 +1,14 @@
-"""Audit extras on top of ``metrics.evaluate_split``: bootstrap CIs of the fairness gaps and
-linear-probe leakage of the attributes from frozen features (methods.md section 1).
+"""Audit extras on top of ``metrics.evaluate_split``: bootstrap CIs of the fairness gaps
+(methods.md section 1). Probe leakage is the runner's (``evaluation/probes.py``).
 
 The point estimates come from ``metrics.fairness_gaps`` (fairlearn); here they are only
-resampled, with a vectorised version of the same definitions that a test checks against fairlearn. A probe is a standardised logistic regression fit on one split's features and scored
-by balanced accuracy on another; chance is ``1 / cardinality`` and higher means the features
-carry the attribute.
+resampled, with a vectorised version of the same definitions that a test checks against
+fairlearn.
 """
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import balanced_accuracy_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 
 def _rate_gap(hit: np.ndarray, member: np.ndarray) -> np.ndarray:
@@ -77,22 +70,3 @@ def fairness_gap_cis(
             else (float("nan"), float("nan"))
         )
     return out
-
-
-def probe_leakage(
-    train_features: np.ndarray,
-    train_labels: np.ndarray,
-    test_features: np.ndarray,
-    test_labels: np.ndarray,
-    seed: int = 0,
-) -> float:
-    """Balanced accuracy of a linear probe fit on one split and scored on another."""
-    if len(np.unique(train_labels)) < 2 or len(test_labels) == 0:
-        return float("nan")
-    probe = make_pipeline(
-        StandardScaler(), LogisticRegression(max_iter=2000, C=1.0, random_state=seed)
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        probe.fit(train_features, train_labels)
-        return float(balanced_accuracy_score(test_labels, probe.predict(test_features)))

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from shortcutlab.data.table import group_names
+from shortcutlab.data.grouping import Grouper
 
 
 def expected_calibration_error(probs: np.ndarray, y: np.ndarray, n_bins: int = 15) -> float:
@@ -97,13 +97,12 @@ def evaluate_split(
     probs: np.ndarray,
     y: np.ndarray,
     z: np.ndarray,
-    attributes: list[str],
-    num_classes: int,
-    cardinalities: list[int],
+    grouper: Grouper,
     n_boot: int = 200,
     seed: int = 0,
 ) -> list[dict]:
-    """All metric rows for one split. ``probs`` (N, C), ``y`` (N,), ``z`` (N, k)."""
+    """All metric rows for one split. ``probs`` (N, C), ``y`` (N,), ``z`` (N, k); groups and
+    their names come from the data's ``grouper`` (the full table's, whatever this split holds)."""
     pred = probs.argmax(axis=1)
     rows: list[dict] = []
 
@@ -124,10 +123,8 @@ def evaluate_split(
     add("y", "ece", expected_calibration_error(probs, y))
 
     # joint groups (y, z1..zk)
-    gid = y.astype(np.int64).copy()
-    for j, card in enumerate(cardinalities):
-        gid = gid * card + z[:, j]
-    names = group_names(attributes, num_classes, cardinalities)
+    gid = grouper.ids(y, z)
+    names = grouper.names()
     acc, counts = group_accuracies(pred, y, gid, len(names))
     for name, a, n in zip(names, acc, counts):
         if n > 0:
@@ -136,10 +133,10 @@ def evaluate_split(
         add("y", "worst_group_accuracy", np.nanmin(acc))
 
     # per attribute: (y, z_i) groups and fairness gaps
-    for j, attr in enumerate(attributes):
-        card = cardinalities[j]
-        gid_j = y.astype(np.int64) * card + z[:, j]
-        acc_j, counts_j = group_accuracies(pred, y, gid_j, num_classes * card)
+    num_classes = grouper.num_classes
+    for j, attr in enumerate(grouper.attributes):
+        gid_j = grouper.pair_ids(y, z, j)
+        acc_j, counts_j = group_accuracies(pred, y, gid_j, num_classes * grouper.cardinalities[j])
         if (counts_j > 0).any():
             add(attr, "worst_group_accuracy", np.nanmin(acc_j))
         if num_classes == 2:

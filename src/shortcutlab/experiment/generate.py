@@ -28,9 +28,9 @@ def generate_dataset(
     progress: Callable[[str, int, int], None] | None = None,
     seed: int | None = None,
 ) -> ImageTable:
+    from shortcutlab.experiment.context import tensors_of
     from shortcutlab.experiment.runner import (
         UNLABELLED_SPLIT,
-        _tensors,
         load_dataset,
         method_hparams,
         task_info,
@@ -55,8 +55,8 @@ def generate_dataset(
     else:
         names = np.array([f"{table.name} row {r}" for r in range(len(table))])
     info = task_info(table, cfg, 1)
-    unlabelled = _tensors(table.select(target_rows)) if len(target_rows) else None
-    pool, domain = generation_pool(_tensors(table.select(rows)), unlabelled, info, hp)
+    unlabelled = tensors_of(table.select(target_rows)) if len(target_rows) else None
+    pool, domain = generation_pool(tensors_of(table.select(rows)), unlabelled, info, hp)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     generated = generate_for_training(
@@ -77,8 +77,7 @@ def generate_dataset(
         pool["mask"].numpy() if "mask" in pool else None,
         pool["y"].numpy(),
         generated,
-        out,
-        "grid.png",
+        out / "grid.png",
         f"{generator}: source, ROI, generated (target domain)",
     )
     return generated

@@ -21,16 +21,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from shortcutlab.data.table import ImageTable
 from shortcutlab.errors import ShortcutlabError
-from shortcutlab.evaluation.audit import fairness_gap_cis, probe_leakage
+from shortcutlab.evaluation.audit import fairness_gap_cis
 from shortcutlab.experiment.config import ExperimentConfig, MethodSpec
-from shortcutlab.experiment.results import make_results, write_csv_atomic, write_text_atomic
+from shortcutlab.experiment.context import Context, tensors_of
 from shortcutlab.experiment.runner import (
-    Context,
-    _tensors,
     carve_holdout,
     evaluate_method,
     load_dataset,
@@ -46,50 +43,49 @@ from shortcutlab.methods.swift import (
     swift_config_from_hparams,
     swift_debias_splits,
 )
-from shortcutlab.models.checkpoint import load_trained_model, read_checkpoint
+from shortcutlab.models.checkpoint import Checkpoint, load_trained_model
+from shortcutlab.store.layout import RunLayout
+from shortcutlab.store.results import make_results, write_csv_atomic, write_text_atomic
 
 
-def load_run_checkpoint(path: str | Path, table: ImageTable) -> tuple[dict[str, Any], ERM]:
-    """The checkpoint dict and its model wrapped as an ``ERM`` method for evaluation."""
-    ckpt = read_checkpoint(path)
-    if not isinstance(ckpt, Mapping):
-        raise ShortcutlabError(f"'{path}' is not a shortcutlab checkpoint.")
+def load_run_checkpoint(path: str | Path, table: ImageTable) -> tuple[Checkpoint, ERM]:
+    """The run's checkpoint and its model wrapped as an ``ERM`` method for evaluation."""
+    ckpt = Checkpoint.load(path)
     info = TaskInfo(
         num_classes=table.num_classes,
         attributes=list(table.attributes),
         attribute_cardinalities=table.attribute_cardinalities(),
         in_channels=table.in_channels,
         image_size=table.image_size,
+        attribute_values={a: list(map(str, v)) for a, v in table.attribute_values.items()},
     )
-    saved = ckpt.get("info") or {}
     for key in ("in_channels", "image_size", "num_classes"):
-        if key in saved and saved[key] != getattr(info, key):
+        if key in ckpt.info and ckpt.info[key] != getattr(info, key):
             raise ShortcutlabError(
-                f"the checkpoint was trained with {key}={saved[key]}, the data has "
+                f"the checkpoint was trained with {key}={ckpt.info[key]}, the data has "
                 f"{getattr(info, key)}; give the config the checkpoint was trained on."
             )
-    train_cfg = ckpt.get("train") or {}
-    model = load_trained_model(path, info, train_cfg.get("backbone", "small-cnn"))
+    model = load_trained_model(path, info, ckpt.backbone)
     method = ERM(model, info, ERM.hparam_defaults())
-    return dict(ckpt), method
+    return ckpt, method
 
 
-def _context(
-    table: ImageTable, method: ERM, cfg: ExperimentConfig, seed: int, out: Path
+def posthoc_context(
+    table: ImageTable, method: ERM, cfg: ExperimentConfig, layout: RunLayout
 ) -> Context:
-    device = resolve_device(cfg.train.device)
-    val = _tensors(table.split("val"))
+    """A context for evaluating (and SWiFT-tuning) a finished model: val is the only split it
+    holds; nothing is trained through it."""
+    val = tensors_of(table.split("val"))
     return Context(
-        val,
-        val,
-        None,
-        device,
-        seed,
-        cfg.train.batch_size,
-        cfg.train.eval_batch_size,
-        method.info,
-        out,
-        cfg.train.bf16,
+        train=val,
+        val=val,
+        info=method.info,
+        layout=layout,
+        device=resolve_device(cfg.train.device),
+        seed=layout.seed,
+        batch_size=cfg.train.batch_size,
+        eval_batch_size=cfg.train.eval_batch_size,
+        bf16=cfg.train.bf16,
     )
 
 
@@ -130,9 +126,7 @@ def _open_checkpoint(checkpoint: str | Path, cfg: ExperimentConfig, out: Path):
     out.mkdir(parents=True, exist_ok=True)
     table = load_dataset(cfg.dataset)
     ckpt, method = load_run_checkpoint(checkpoint, table)
-    seed = int(ckpt.get("seed", 0))
-    name = str(ckpt.get("name", ckpt.get("method", "model")))
-    return table, ckpt, method, seed, name
+    return table, ckpt, method, int(ckpt.seed), ckpt.name
 
 
 def debias_checkpoint(
@@ -173,11 +167,11 @@ def _debias(checkpoint, cfg, out, attribute, mask, overrides, external_fraction)
     ext_rows = external_rows(table)
     if external_fraction is not None:
         ext_rows = take_external_fraction(table, ext_rows, external_fraction, seed)
-    ctx = _context(table, method, cfg, seed, out)
+    ctx = posthoc_context(table, method, cfg, RunLayout.single(out, name, seed))
     method.to(ctx.device)
     before = make_results(evaluate_method(method, table, ctx, cfg), name, seed)
 
-    ext = _tensors(table.select(ext_rows))
+    ext = tensors_of(table.select(ext_rows))
     t0 = time.perf_counter()
     # val, the selection split, is only scored (by swift's select="val")
     result: SwiftResult = swift_debias_splits(method.model, ext, ctx.val, j, swift_cfg, ctx.device)
@@ -200,16 +194,16 @@ def _debias(checkpoint, cfg, out, attribute, mask, overrides, external_fraction)
         json.dumps({"hparams": hp, "history": result.history}, indent=1), out / "swift.json"
     )
     write_text_atomic(cfg.dump(), out / "config.yaml")
-    torch.save(
-        {**ckpt, "model_state": method.model.state_dict(), "swift": compute}, out / "checkpoint.pt"
-    )
+    ckpt.model_state = method.model.state_dict()
+    ckpt.swift = compute
+    ckpt.save(out / "checkpoint.pt")
     build_report(out)
     return results, compute
 
 
-def _compute_record(ckpt: Mapping[str, Any], result: SwiftResult, seconds: float) -> dict[str, Any]:
+def _compute_record(ckpt: Checkpoint, result: SwiftResult, seconds: float) -> dict[str, Any]:
     """SWiFT's samples and seconds next to the original run's (from the checkpoint)."""
-    orig = ckpt.get("compute") or {}
+    orig = ckpt.compute or {}
     orig_samples = orig.get("samples")
     orig_seconds = orig.get("train_seconds") or orig.get("seconds")
     rec: dict[str, Any] = {
@@ -228,9 +222,9 @@ def _compute_record(ckpt: Mapping[str, Any], result: SwiftResult, seconds: float
 def audit_checkpoint(
     checkpoint: str | Path, cfg: ExperimentConfig, out: str | Path
 ) -> pd.DataFrame:
-    """Per-group metrics and fairness gaps on every split (the runner's evaluation), bootstrap
-    CIs of the gaps, and linear-probe leakage of every attribute (probe fit on val, scored on
-    the other evaluation splits); writes results.csv, config.yaml and the report."""
+    """Per-group metrics and fairness gaps on every split (the runner's evaluation, with its
+    linear probes of every attribute: ``probe_accuracy[f]``, fit on val, ``evaluation/probes.py``)
+    and bootstrap CIs of the gaps; writes results.csv, config.yaml and the report."""
     with torch_threads(cfg.train.num_threads):
         return _audit(checkpoint, cfg, Path(out))
 
@@ -239,29 +233,22 @@ def _audit(checkpoint: str | Path, cfg: ExperimentConfig, out: Path) -> pd.DataF
     from shortcutlab.report.build import build_report
 
     table, ckpt, method, seed, name = _open_checkpoint(checkpoint, cfg, out)
-    ctx = _context(table, method, cfg, seed, out)
+    ctx = posthoc_context(table, method, cfg, RunLayout.single(out, name, seed))
     method.to(ctx.device)
     rows = evaluate_method(method, table, ctx, cfg)
     info = method.info
-    val = _tensors(table.split("val"))
-    val_f = ctx.features(method, val)["f"]
-    for split in table.splits:
-        part = _tensors(table.split(split))
-        if len(part["y"]) == 0:
-            continue
-        y, z = part["y"].numpy(), part["z"].numpy()
-        pred = ctx.predict(method, part).argmax(1).numpy()
-        feats = ctx.features(method, part)["f"] if split not in ("val", "train") else None
-        for j, attr in enumerate(info.attributes):
-            if info.num_classes == 2:
-                for gap, (lo, hi) in fairness_gap_cis(
-                    y, pred, z[:, j], cfg.bootstrap, seed
-                ).items():
+    if info.num_classes == 2:
+        for split in table.splits:
+            part = tensors_of(table.split(split))
+            if len(part["y"]) == 0:
+                continue
+            y, z = part["y"].numpy(), part["z"].numpy()
+            pred = ctx.predict(method, part).argmax(1).numpy()
+            for j, attr in enumerate(info.attributes):
+                cis = fairness_gap_cis(y, pred, z[:, j], cfg.bootstrap, seed)
+                for gap, (lo, hi) in cis.items():
                     rows.append(_row(split, attr, f"{gap}_ci_low", lo))
                     rows.append(_row(split, attr, f"{gap}_ci_high", hi))
-            if feats is not None:
-                leak = probe_leakage(val_f, val["z"][:, j].numpy(), feats, z[:, j], seed)
-                rows.append(_row(split, attr, "probe_balanced_accuracy", leak))
     results = make_results(rows, name, seed)
     write_csv_atomic(results, out / "results.csv")
     write_text_atomic(cfg.dump(), out / "config.yaml")

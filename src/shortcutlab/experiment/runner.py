@@ -1,8 +1,10 @@
 """One runner for every method: seeds, sampling, AdamW, autocast, selection on val, resume.
 
 Data flows one way: config -> dataset -> method -> evaluation -> results (-> report).
-A run is one (method, seed); its folder holds ``checkpoint.pt``, ``log.jsonl``, ``results.csv``
-and, written last, ``done.json``. A re-run skips runs with ``done.json`` and redoes the others.
+A run is one (method, seed): ``train_one`` = prepare the data and the method, fit with
+selection (``Context.fit``, ``experiment/context.py``), evaluate, save. Its folder
+(``store/layout.py``) holds ``checkpoint.pt``, ``log.jsonl``, ``results.csv`` and, written last,
+``done.json``. A re-run skips runs with ``done.json`` and redoes the others.
 Model selection sees only the val split; inv/bal/test labels are used for reporting alone.
 """
 
@@ -16,7 +18,7 @@ import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +33,19 @@ from shortcutlab.errors import ShortcutlabError
 from shortcutlab.evaluation.metrics import evaluate_split, selection_score
 from shortcutlab.evaluation.probes import probe_rows
 from shortcutlab.experiment.config import DatasetConfig, ExperimentConfig, MethodSpec
-from shortcutlab.experiment.results import (
+from shortcutlab.experiment.context import Context, tensors_of
+from shortcutlab.methods import Method, TaskInfo, get_method
+from shortcutlab.models import build_model
+from shortcutlab.models.checkpoint import Checkpoint
+from shortcutlab.store.layout import ExperimentLayout, RunLayout
+from shortcutlab.store.results import (
     RESULT_COLUMNS,
     make_results,
     read_results,
     write_csv_atomic,
     write_text_atomic,
 )
-from shortcutlab.methods import Method, TaskInfo, get_method
-from shortcutlab.models import build_model
 
-Tensors = dict[str, torch.Tensor]
 ProgressFn = Callable[[str, int, int], None]  # (run label, steps done, total steps)
 
 
@@ -108,116 +112,6 @@ def carve_holdout(table: ImageTable, fraction: float, seed: int) -> tuple[np.nda
         hold.append(rows[:n])
         keep.append(rows[n:])
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(hold))
-
-
-# ---------------------------------------------------------------------------------------------
-# the shared loop
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class Context:
-    """The runner's ``RunContext`` (see ``methods/base.py``)."""
-
-    train: Tensors
-    val: Tensors
-    holdout: Tensors | None
-    device: torch.device
-    seed: int
-    batch_size: int
-    eval_batch_size: int
-    info: TaskInfo
-    run_dir: Path
-    bf16: bool = False
-    samples_seen: int = 0
-    extras: dict[str, Any] = field(default_factory=dict)
-    # the split `target_unlabelled` (domain shift), for methods that adapt to the target domain
-    unlabelled: Tensors | None = None
-
-    def autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
-
-    def batches(
-        self,
-        tensors: Tensors,
-        shuffle: bool = True,
-        weights: torch.Tensor | None = None,
-        batch_size: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Iterator[Tensors]:
-        """One epoch of device batches; ``weights`` (N,) draws N rows with replacement."""
-        n = len(tensors["y"])
-        bs = batch_size or self.batch_size
-        if weights is not None:
-            order = torch.multinomial(weights.double(), n, replacement=True, generator=generator)
-        elif shuffle:
-            order = torch.randperm(n, generator=generator)
-        else:
-            order = torch.arange(n)
-        for start in range(0, n, bs):
-            idx = order[start : start + bs]
-            if shuffle and len(idx) < 2:  # batch norm cannot train on one example
-                continue
-            yield self.to_device(tensors, idx)
-
-    def to_device(self, tensors: Tensors, idx: torch.Tensor) -> Tensors:
-        # ROI masks stay in the CPU tables (context.train["mask"]); batches carry only what
-        # update() needs, so the loop costs no more than a bare one.
-        batch = {
-            k: v[idx].to(self.device, non_blocking=True)
-            for k, v in tensors.items()
-            if k not in ("x", "mask")
-        }
-        batch["x"] = tensors["x"][idx].to(self.device, non_blocking=True).float().div_(255.0)
-        return batch
-
-    def sampling_weights(self, method: Method, tensors: Tensors) -> torch.Tensor | None:
-        if method.sampling == "group_balanced":
-            g = tensors["g"]
-            counts = torch.bincount(g).double()
-            return 1.0 / counts[g]
-        return None
-
-    def fit(self, method: Method, epochs: int, tensors: Tensors | None = None) -> None:
-        """Train ``method`` for ``epochs`` on ``tensors`` (default: train) with no selection."""
-        tensors = self.train if tensors is None else tensors
-        gen = torch.Generator().manual_seed(self.seed + 104729)
-        weights = self.sampling_weights(method, tensors)
-        for _ in range(epochs):
-            method.train()
-            for batch in self.batches(tensors, weights=weights, generator=gen):
-                with self.autocast():
-                    method.update(batch)
-                self.samples_seen += len(batch["y"])
-
-    @torch.no_grad()
-    def predict(self, method: Method, tensors: Tensors) -> torch.Tensor:
-        """Logits (N, C) on CPU, in eval mode."""
-        was_training = method.training
-        method.eval()
-        out = []
-        for batch in self.batches(tensors, shuffle=False, batch_size=self.eval_batch_size):
-            with self.autocast():
-                out.append(method.predict(batch["x"]).float().cpu())
-        method.train(was_training)
-        return torch.cat(out) if out else torch.empty(0, self.info.num_classes)
-
-    @torch.no_grad()
-    def features(self, method: Method, tensors: Tensors) -> dict[str, np.ndarray]:
-        """Named feature blocks of ``method.features`` for every row, as numpy arrays."""
-        method.eval()
-        parts: dict[str, list[np.ndarray]] = {}
-        for batch in self.batches(tensors, shuffle=False, batch_size=self.eval_batch_size):
-            with self.autocast():
-                for k, v in method.features(batch["x"]).items():
-                    parts.setdefault(k, []).append(v.float().cpu().numpy())
-        return {k: np.concatenate(v) for k, v in parts.items()}
-
-
-def _tensors(table: ImageTable) -> Tensors:
-    t = table.tensors()
-    t["idx"] = torch.arange(len(table))
-    if table.masks is not None:  # ROI masks, for methods that edit outside the ROI
-        t["mask"] = torch.from_numpy(table.masks)
-    return t
 
 
 def _seed_everything(seed: int) -> None:
@@ -287,6 +181,7 @@ def task_info(table: ImageTable, cfg: ExperimentConfig, steps_per_epoch: int) ->
         image_size=table.image_size,
         epochs=cfg.train.epochs,
         steps_per_epoch=steps_per_epoch,
+        attribute_values={a: list(map(str, v)) for a, v in table.attribute_values.items()},
     )
 
 
@@ -316,12 +211,17 @@ def train_one(
     cfg: ExperimentConfig,
     spec: MethodSpec,
     seed: int,
-    run_dir: Path,
+    layout: RunLayout | str | Path,
     progress: ProgressFn | None = None,
 ) -> pd.DataFrame:
-    """Train, select on val, evaluate every split; write the run folder; return its rows."""
+    """Train, select on val, evaluate every split; write the run folder; return its rows.
+
+    ``layout``: the run's files (``ExperimentLayout.run``), or a folder for a run on its own.
+    """
+    if not isinstance(layout, RunLayout):
+        layout = RunLayout.single(layout, spec.name, seed)
     with torch_threads(cfg.train.num_threads):
-        return _train_one(table, cfg, spec, seed, run_dir, progress)
+        return _train_one(table, cfg, spec, seed, layout, progress)
 
 
 def _train_one(
@@ -329,131 +229,173 @@ def _train_one(
     cfg: ExperimentConfig,
     spec: MethodSpec,
     seed: int,
-    run_dir: Path,
+    layout: RunLayout,
     progress: ProgressFn | None,
 ) -> pd.DataFrame:
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # an interrupted run is redone from scratch
-    run_dir.mkdir(parents=True)
-    device = resolve_device(cfg.train.device)
-    _seed_everything(seed)
-    cls = get_method(spec.registry_name)
-    hp = method_hparams(spec, cfg)
-
-    train_table = table.split("train")
-    holdout = None
-    if cls.holdout_fraction > 0:
-        keep, hold = carve_holdout(train_table, cls.holdout_fraction, seed)
-        holdout = _tensors(train_table.select(hold))
-        train_table = train_table.select(keep)
-    train = _tensors(train_table)
-    val = _tensors(table.split("val"))
-    steps = max(1, len(train["y"]) // cfg.train.batch_size)
-    info = task_info(table, cfg, steps)
-    _seed_everything(seed)
-    method = build_method(spec.registry_name, hp, info, cfg.train).to(device)
-    ctx = Context(
-        train,
-        val,
-        holdout,
-        device,
-        seed,
-        cfg.train.batch_size,
-        cfg.train.eval_batch_size,
-        info,
-        run_dir,
-        cfg.train.bf16,
-    )
-    if UNLABELLED_SPLIT in table.splits:
-        ctx.unlabelled = _tensors(table.split(UNLABELLED_SPLIT))
-    n_groups = info.num_groups
-    gen = torch.Generator().manual_seed(seed)
-    label = f"{spec.name} seed {seed}"
-    done_steps = 0
-    log = (run_dir / "log.jsonl").open("w")
+    if layout.dir.exists():
+        shutil.rmtree(layout.dir)  # an interrupted run is redone from scratch
+    layout.dir.mkdir(parents=True)
+    ctx, method, hp = _prepare(table, cfg, spec, seed, layout)
     t0 = time.perf_counter()
-    method.on_train_start(ctx)
-    train = ctx.train = method.training_data(ctx)
-    steps = max(1, len(train["y"]) // cfg.train.batch_size)  # the method may add or drop rows
-    total = cfg.train.epochs * (steps + 1)
-    best_score, best_state, best_epoch = -np.inf, None, -1
-    train_seconds = 0.0
-    weights = ctx.sampling_weights(method, train)
-    for epoch in range(cfg.train.epochs):
-        method.train()
-        sums: dict[str, float] = {}
-        n_batches = 0
-        t_epoch = time.perf_counter()
-        for batch in ctx.batches(train, weights=weights, generator=gen):
-            with ctx.autocast():
-                losses = method.update(batch)
-            ctx.samples_seen += len(batch["y"])
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-            n_batches += 1
-            done_steps += 1
-            if progress:
-                progress(label, done_steps, total)
-        train_seconds += time.perf_counter() - t_epoch
-        method.on_epoch_end(epoch, ctx)
-        probs = torch.softmax(ctx.predict(method, val), 1).numpy()
-        score = selection_score(cfg.select, probs, val["y"].numpy(), val["g"].numpy(), n_groups)
-        if not np.isfinite(score):
-            score = -np.inf
-        if score > best_score:
-            best_score, best_epoch = score, epoch
-            best_state = copy.deepcopy(method.state_dict())
-        entry = {
-            "epoch": epoch,
-            **{k: v / max(n_batches, 1) for k, v in sums.items()},
-            cfg.select: score,
-            "seconds": time.perf_counter() - t0,
-        }
-        log.write(json.dumps(entry) + "\n")
-        log.flush()
-        done_steps = (epoch + 1) * (steps + 1)
-        if progress:
-            progress(label, done_steps, total)
-    if best_state is not None:
-        method.load_state_dict(best_state)
-    method.on_train_end(ctx)
-    log.close()
-
+    selection = _fit_with_selection(method, ctx, cfg, progress, f"{spec.name} seed {seed}", t0)
     rows = evaluate_method(method, table, ctx, cfg)
     results = make_results(rows, spec.name, seed)
     compute = {
         "seconds": time.perf_counter() - t0,
-        "train_seconds": train_seconds,
+        "train_seconds": selection.train_seconds,
         "samples": ctx.samples_seen,
     }
-    torch.save(
-        {
-            "format": "shortcutlab-checkpoint/1",
-            "method": spec.registry_name,
-            "name": spec.name,
-            "hparams": hp,
-            "model_state": method.model.state_dict(),
-            "method_state": method.state_dict(),
-            "info": info.__dict__,
-            "feature_dim": method.model.feature_dim,
-            "train": cfg.train.model_dump(),
-            "dataset": cfg.dataset.model_dump(),
-            "seed": seed,
-            "selected_epoch": best_epoch,
-            "selection": {"rule": cfg.select, "score": best_score},
-            "compute": compute,
-        },
-        run_dir / "checkpoint.pt",
-    )
-    write_csv_atomic(results, run_dir / "results.csv")
-    write_text_atomic(
-        json.dumps(
-            {"method": spec.name, "seed": seed, "selected_epoch": best_epoch, "compute": compute},
-            indent=1,
-        ),
-        run_dir / "done.json",
-    )
+    _save_run(layout, method, spec, hp, cfg, seed, selection, compute, results)
     return results
+
+
+def _prepare(
+    table: ImageTable, cfg: ExperimentConfig, spec: MethodSpec, seed: int, layout: RunLayout
+) -> tuple[Context, Method, dict[str, Any]]:
+    """The run's data (train, its holdout, val, unlabelled target images), method and context."""
+    device = resolve_device(cfg.train.device)
+    _seed_everything(seed)
+    cls = get_method(spec.registry_name)
+    hp = method_hparams(spec, cfg)
+    train_table = table.split("train")
+    holdout = None
+    if cls.holdout_fraction > 0:
+        keep, hold = carve_holdout(train_table, cls.holdout_fraction, seed)
+        holdout = tensors_of(train_table.select(hold))
+        train_table = train_table.select(keep)
+    train = tensors_of(train_table)
+    steps = max(1, len(train["y"]) // cfg.train.batch_size)
+    info = task_info(table, cfg, steps)
+    _seed_everything(seed)
+    method = build_method(spec.registry_name, hp, info, cfg.train).to(device)
+    unlabelled = None
+    if UNLABELLED_SPLIT in table.splits:
+        unlabelled = tensors_of(table.split(UNLABELLED_SPLIT))
+    ctx = Context(
+        train=train,
+        val=tensors_of(table.split("val")),
+        holdout=holdout,
+        unlabelled=unlabelled,
+        info=info,
+        layout=layout,
+        device=device,
+        seed=seed,
+        batch_size=cfg.train.batch_size,
+        eval_batch_size=cfg.train.eval_batch_size,
+        bf16=cfg.train.bf16,
+    )
+    return ctx, method, hp
+
+
+@dataclass
+class Selection:
+    """Model selection on val during ``fit``: the best epoch's weights and the epoch log."""
+
+    rule: str
+    n_groups: int
+    best_score: float = -np.inf
+    best_epoch: int = -1
+    best_state: dict[str, Any] | None = None
+    train_seconds: float = 0.0
+
+    def score(self, method: Method, ctx: Context) -> float:
+        """The rule's score of the current weights on val (-inf if not finite)."""
+        val = ctx.val
+        probs = torch.softmax(ctx.predict(method, val), 1).numpy()
+        score = selection_score(self.rule, probs, val["y"].numpy(), val["g"].numpy(), self.n_groups)
+        return score if np.isfinite(score) else -np.inf
+
+    def offer(self, epoch: int, score: float, method: Method) -> None:
+        if score > self.best_score:
+            self.best_score, self.best_epoch = score, epoch
+            self.best_state = copy.deepcopy(method.state_dict())
+
+
+def _fit_with_selection(
+    method: Method,
+    ctx: Context,
+    cfg: ExperimentConfig,
+    progress: ProgressFn | None,
+    label: str,
+    t0: float,
+) -> Selection:
+    """The method's hooks around ``ctx.fit``; after every epoch the val score and a log line.
+
+    The best epoch's weights are restored before ``on_train_end``.
+    """
+    selection = Selection(cfg.select, ctx.info.num_groups)
+    with ctx.layout.log.open("w") as log:
+        method.on_train_start(ctx)
+        ctx.train = method.training_data(ctx)
+        steps = max(1, len(ctx.train["y"]) // cfg.train.batch_size)  # rows may have changed
+        total = cfg.train.epochs * (steps + 1)
+        done = [0]
+
+        def on_step() -> None:
+            done[0] += 1
+            if progress:
+                progress(label, done[0], total)
+
+        def on_epoch(epoch: int, losses: dict[str, float]) -> None:
+            method.on_epoch_end(epoch, ctx)
+            score = selection.score(method, ctx)
+            selection.offer(epoch, score, method)
+            entry = {"epoch": epoch, **losses, cfg.select: score}
+            entry["seconds"] = time.perf_counter() - t0
+            log.write(json.dumps(entry) + "\n")
+            log.flush()
+            done[0] = (epoch + 1) * (steps + 1)
+            if progress:
+                progress(label, done[0], total)
+
+        before = ctx.train_seconds
+        ctx.on_step = on_step
+        try:
+            ctx.fit(method, cfg.train.epochs, on_epoch=on_epoch, seed=ctx.seed)
+        finally:
+            ctx.on_step = None
+        selection.train_seconds = ctx.train_seconds - before
+        if selection.best_state is not None:
+            method.load_state_dict(selection.best_state)
+        method.on_train_end(ctx)
+    return selection
+
+
+def _save_run(
+    layout: RunLayout,
+    method: Method,
+    spec: MethodSpec,
+    hp: dict[str, Any],
+    cfg: ExperimentConfig,
+    seed: int,
+    selection: Selection,
+    compute: dict[str, Any],
+    results: pd.DataFrame,
+) -> None:
+    """Checkpoint, results and, last, ``done.json`` (a run without it is redone on resume)."""
+    Checkpoint(
+        method=spec.registry_name,
+        name=spec.name,
+        hparams=hp,
+        model_state=method.model.state_dict(),
+        method_state=method.state_dict(),
+        info=asdict(method.info),
+        feature_dim=method.model.feature_dim,
+        train=cfg.train.model_dump(),
+        dataset=cfg.dataset.model_dump(),
+        seed=seed,
+        selected_epoch=selection.best_epoch,
+        selection={"rule": cfg.select, "score": selection.best_score},
+        compute=compute,
+    ).save(layout.checkpoint)
+    write_csv_atomic(results, layout.results)
+    done = {
+        "method": spec.name,
+        "seed": seed,
+        "selected_epoch": selection.best_epoch,
+        "compute": compute,
+    }
+    write_text_atomic(json.dumps(done, indent=1), layout.done)
 
 
 def evaluate_method(
@@ -467,7 +409,7 @@ def evaluate_method(
     for split in table.splits:
         if split == UNLABELLED_SPLIT:  # training data of domain-adaptation methods
             continue
-        part = _tensors(table.split(split))
+        part = tensors_of(table.split(split))
         if len(part["y"]) == 0:
             continue
         features[split] = ctx.features(method, part)
@@ -479,20 +421,20 @@ def evaluate_method(
             probs,
             part["y"].numpy(),
             part["z"].numpy(),
-            info.attributes,
-            info.num_classes,
-            info.attribute_cardinalities,
+            info.grouper,
             cfg.bootstrap,
             ctx.seed,
         )
     rows += probe_rows(features, labels, info.attributes, fit_split="val", seed=ctx.seed)
     if ctx.seed == cfg.seeds[0]:
-        _save_tsne(features, labels, ctx)
+        _save_tsne(features, labels, ctx.layout)
     return rows
 
 
 def _save_tsne(
-    features: dict[str, dict[str, np.ndarray]], labels: dict[str, dict[str, np.ndarray]], ctx
+    features: dict[str, dict[str, np.ndarray]],
+    labels: dict[str, dict[str, np.ndarray]],
+    layout: RunLayout,
 ) -> None:
     """t-SNE of ``f_y`` on bal (else inv) into the experiment's ``figures/`` for the report."""
     from shortcutlab.report.figures import tsne_plot
@@ -500,13 +442,9 @@ def _save_tsne(
     split = next((s for s in ("bal", "inv") if s in features and "f_y" in features[s]), None)
     if split is None or len(features[split]["f_y"]) < 10:
         return
-    name, seed = ctx.run_dir.parent.name, ctx.seed
-    png = tsne_plot(
-        features[split]["f_y"], labels[split], f"{name}: t-SNE of f_y on {split}", seed=seed
-    )
-    folder = ctx.run_dir.parent.parent / "figures"
-    folder.mkdir(exist_ok=True)
-    (folder / f"tsne_f_y_{name}_seed{seed}.png").write_bytes(png)
+    title = f"{layout.method}: t-SNE of f_y on {split}"
+    png = tsne_plot(features[split]["f_y"], labels[split], title, seed=layout.seed)
+    layout.figure("tsne_f_y").write_bytes(png)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -515,8 +453,8 @@ def _save_tsne(
 _RESUME_KEYS = ("dataset", "train", "select", "hparams", "bootstrap")
 
 
-def _check_resumable(out: Path, cfg: ExperimentConfig) -> None:
-    path = out / "config.yaml"
+def _check_resumable(layout: ExperimentLayout, cfg: ExperimentConfig) -> None:
+    out, path = layout.root, layout.config
     if not path.exists():
         return
     old = yaml.safe_load(path.read_text()) or {}
@@ -545,14 +483,14 @@ def _pid_alive(pid: int) -> bool:
 
 @contextlib.contextmanager
 def output_lock(out: Path) -> Iterator[None]:
-    """One ``run`` at a time per output folder.
+    """One ``run`` at a time per output folder (its ``ExperimentLayout.lock``).
 
     Two runs into one folder would overwrite each other's checkpoints and results, so a second
     one is refused while ``out/.lock`` names a live process. A lock left by a process that has
     ended (killed, out of memory) on this machine is taken over; one written on another machine
     (a shared cluster disk) is never guessed about: the error says to delete it if it is stale.
     """
-    path = out / ".lock"
+    path = ExperimentLayout(out).lock
     me = f"{socket.gethostname()} {os.getpid()}"
     while True:
         try:
@@ -582,10 +520,6 @@ def output_lock(out: Path) -> Iterator[None]:
                 path.unlink()
 
 
-def run_dir_for(out: Path, method: str, seed: int) -> Path:
-    return out / method / f"seed_{seed}"
-
-
 def run_experiment(
     cfg: ExperimentConfig,
     out: str | Path,
@@ -606,45 +540,44 @@ def _run_locked(
     progress: ProgressFn | None,
     on_event: Callable[[str], None] | None,
 ) -> pd.DataFrame:
-    _check_resumable(out, cfg)
-    write_text_atomic(cfg.dump(), out / "config.yaml")
+    layout = ExperimentLayout(out)
+    _check_resumable(layout, cfg)
+    write_text_atomic(cfg.dump(), layout.config)
     say = on_event or (lambda _msg: None)
 
     table: ImageTable | None = None
     frames = []
     for spec in cfg.methods:
         for seed in cfg.seeds:
-            run_dir = run_dir_for(out, spec.name, seed)
-            if (run_dir / "done.json").exists() and (run_dir / "results.csv").exists():
+            run = layout.run(spec.name, seed)
+            if run.is_finished():
                 say(f"{spec.name} seed {seed}: finished before, skipped")
-                frames.append(read_results(run_dir / "results.csv"))
+                frames.append(read_results(run.results))
                 continue
             if table is None:
-                t = time.perf_counter()
-                table = load_dataset(cfg.dataset)
-                say(
-                    f"data: {table.name}, {len(table)} images, splits "
-                    + ", ".join(
-                        f"{s}={int((table.meta['split'] == s).sum())}" for s in table.splits
-                    )
-                    + f" ({time.perf_counter() - t:.1f}s)"
-                )
-                _save_dataset_artifacts(table, out)
-            frames.append(train_one(table, cfg, spec, seed, run_dir, progress))
+                table = _load_announced(cfg, layout, say)
+            frames.append(train_one(table, cfg, spec, seed, run, progress))
             say(f"{spec.name} seed {seed}: done")
     results = (
         pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
     )
-    write_csv_atomic(results, out / "results.csv")
+    write_csv_atomic(results, layout.results)
     return results
 
 
-def _save_dataset_artifacts(table: ImageTable, out: Path) -> None:
-    """Split counts and a sample grid for the report (written once, cheap)."""
+def _load_announced(
+    cfg: ExperimentConfig, layout: ExperimentLayout, say: Callable[[str], None]
+) -> ImageTable:
+    """The data, a line about it, and its split counts and sample grid for the report."""
     from shortcutlab.data.splits import split_report
-
-    counts = split_report(table.meta, table.attributes).counts
-    counts.to_csv(out / "split_counts.csv")
     from shortcutlab.report.figures import save_sample_grid
 
-    save_sample_grid(table, out / "samples.png")
+    t = time.perf_counter()
+    table = load_dataset(cfg.dataset)
+    counts = ", ".join(f"{s}={int((table.meta['split'] == s).sum())}" for s in table.splits)
+    say(
+        f"data: {table.name}, {len(table)} images, splits {counts} ({time.perf_counter() - t:.1f}s)"
+    )
+    split_report(table.meta, table.attributes).counts.to_csv(layout.split_counts)
+    save_sample_grid(table, layout.samples)
+    return table

@@ -6,20 +6,30 @@ reads like the paper's algorithm box.
 
 ``batch`` is a dict of tensors on the method's device:
 ``x`` float images in [0, 1] (B, C, H, W); ``y`` labels (B,); ``z`` attributes (B, k);
-``g`` joint group ids of (y, z1..zk) (B,); ``idx`` row indices into the training split (B,);
-``w`` optional per-example weights (B,).
+``g`` joint group ids of (y, z1..zk) (B,); ``idx`` row indices into the training split (B,).
+
+The runner hands every hook one ``RunContext`` (below): the contract between ``experiment/`` and
+the methods, implemented by ``experiment/context.py`` and, for unit tests, ``tests/_fake_context.py``
+(checked against this protocol by ``tests/test_contract.py``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shortcutlab.data.grouping import Grouper
 from shortcutlab.models import EncoderHeadModel
+from shortcutlab.store.layout import RunLayout
+
+Tensors = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -42,30 +52,88 @@ class TaskInfo:
     image_size: int = 64
     epochs: int = 10
     steps_per_epoch: int = 1
-    extras: dict[str, Any] = field(default_factory=dict)
+    # attribute -> original category name of each code, where the loader kept them
+    attribute_values: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def grouper(self) -> Grouper:
+        """The data's grouper (``data/grouping.py``): group ids and names of (y, z1..zk)."""
+        return Grouper(
+            self.num_classes,
+            tuple(self.attributes),
+            tuple(self.attribute_cardinalities),
+            self.attribute_values,
+        )
 
     @property
     def num_groups(self) -> int:
-        n = self.num_classes
-        for c in self.attribute_cardinalities:
-            n *= c
-        return n
+        return self.grouper.num_groups
 
 
-class RunContext:
-    """What the runner hands to a method's hooks (implemented in ``experiment/runner.py``).
+EpochCallback = Callable[[int, dict[str, float]], None]  # (epoch, mean losses of the epoch)
 
-    Attributes: ``train``, ``val`` and (when the method asks for ``holdout_fraction > 0``)
-    ``holdout``: dicts of CPU tensors ``x`` (uint8), ``y``, ``z``, ``g``, ``idx``; ``device``;
-    ``seed``; ``batch_size``; ``info``; ``run_dir`` (a folder the method may write to).
-    ``holdout`` is carved from the training split before training (stratified by group) and is
-    never the selection split. ``unlabelled``: the split ``target_unlabelled`` of a domain-shift
-    dataset, or None; domain-adaptation methods may use its images, not its labels (only the
-    oracle does). ``batches(tensors, shuffle=True, weights=None, batch_size=None)``
-    yields device batches in the ``update`` format (``x`` as float in [0, 1]);
-    ``fit(method, epochs)`` runs the shared training loop on ``train`` for a helper model (JTT's
-    first stage, a distillation teacher); ``predict(method, tensors)`` returns logits on CPU.
+
+@runtime_checkable
+class RunContext(Protocol):
+    """What the runner hands to a method's hooks; the whole of what a method may touch.
+
+    Tensor dicts (CPU): ``x`` (uint8, N x C x H x W), ``y`` (N,), ``z`` (N, k), ``g`` (N,) group
+    ids of the data's ``Grouper``, ``idx`` (N,) row numbers, and ``mask`` (N, H, W) ROI masks where
+    the data has them.
+
+    - ``train``: the training rows (after ``Method.training_data``: what is trained on);
+      ``val``: the selection split (methods may score on it, never fit on it);
+      ``holdout``: rows carved from the training split before training when the method sets
+      ``holdout_fraction > 0`` (stratified by group; never the selection split), else None;
+      ``unlabelled``: the split ``target_unlabelled`` of a domain-shift dataset, else None;
+      domain-adaptation methods may use its images, not its labels (only the oracle does).
+    - ``device``, ``seed``, ``batch_size``, ``info``; ``layout``: the run's files and figure
+      paths (``store/layout.py``); ``samples_seen``: images passed through a training step so
+      far (a method that trains outside ``fit`` adds its own).
+    - ``batches(tensors, shuffle, weights, batch_size, generator)`` yields device batches in the
+      ``update`` format (``x`` as float in [0, 1]); ``weights`` (N,) draws N rows with
+      replacement.
+    - ``fit(method, epochs, tensors=None, on_epoch=None, seed=None)``: the one training loop
+      (the runner trains the main method with it too); for a helper model (JTT's first stage, a
+      distillation teacher) call it with the defaults.
+    - ``predict(method, tensors)``: logits (N, C) on CPU, eval mode;
+      ``features(method, tensors)``: the named feature blocks as numpy arrays.
     """
+
+    train: Tensors
+    val: Tensors
+    holdout: Tensors | None
+    unlabelled: Tensors | None
+    device: torch.device
+    seed: int
+    batch_size: int
+    info: TaskInfo
+    layout: RunLayout
+    samples_seen: int
+
+    def autocast(self) -> AbstractContextManager: ...
+
+    def batches(
+        self,
+        tensors: Tensors,
+        shuffle: bool = True,
+        weights: torch.Tensor | None = None,
+        batch_size: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[Tensors]: ...
+
+    def fit(
+        self,
+        method: Method,
+        epochs: int,
+        tensors: Tensors | None = None,
+        on_epoch: EpochCallback | None = None,
+        seed: int | None = None,
+    ) -> dict[str, float]: ...
+
+    def predict(self, method: Method, tensors: Tensors) -> torch.Tensor: ...
+
+    def features(self, method: Method, tensors: Tensors) -> dict[str, np.ndarray]: ...
 
 
 # Hyperparameters every method has; values come from the config's ``train`` section.
@@ -140,19 +208,19 @@ class Method(nn.Module):
         return {"f": self.model.features(x)}
 
     # -- optional hooks (two-stage methods such as JTT, DFR, SWiFT) ------------------------------
-    def on_train_start(self, context: Any) -> None:  # noqa: B027 - optional hook
+    def on_train_start(self, context: RunContext) -> None:  # noqa: B027 - optional hook
         """Called once before the first epoch with the runner's context."""
 
-    def training_data(self, context: Any) -> dict[str, torch.Tensor]:
+    def training_data(self, context: RunContext) -> Tensors:
         """The tensors to train on, asked once after ``on_train_start``: ``context.train`` unless
         the method adds rows (generated images) or keeps a subset (the oracle). Return new
         tensors with the same keys; the runner's batches and sampling weights follow them."""
         return context.train
 
-    def on_epoch_end(self, epoch: int, context: Any) -> None:  # noqa: B027 - optional hook
+    def on_epoch_end(self, epoch: int, context: RunContext) -> None:  # noqa: B027 - optional hook
         """Called after every epoch (e.g. DLS schedules)."""
 
-    def on_train_end(self, context: Any) -> None:  # noqa: B027 - optional hook
+    def on_train_end(self, context: RunContext) -> None:  # noqa: B027 - optional hook
         """Called after model selection restored the chosen weights."""
 
     # -- helpers -------------------------------------------------------------------------------

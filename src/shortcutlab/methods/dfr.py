@@ -9,15 +9,13 @@ paper's DFR^Tr/Val recipe). The holdout is carved from the training split before
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from shortcutlab.errors import ShortcutlabError
-from shortcutlab.methods.base import Hparam
+from shortcutlab.methods.base import Hparam, RunContext
 from shortcutlab.methods.erm import ERM
 from shortcutlab.methods.registry import register
 
@@ -76,8 +74,8 @@ class DFR(ERM):
         "dfr_subsamples": Hparam(10, "balanced draws whose coefficients are averaged"),
     }
 
-    def on_train_end(self, context: Any) -> None:
-        holdout = getattr(context, "holdout", None)
+    def on_train_end(self, context: RunContext) -> None:
+        holdout = context.holdout
         if holdout is None or len(holdout["y"]) == 0:
             raise ShortcutlabError("dfr needs a held-out split; the runner carves it from train.")
         self.model.eval()

@@ -14,6 +14,6 @@ class ERM(Method):
     summary = "empirical risk minimisation: plain cross-entropy"
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        loss = self.weighted_ce(self.predict(batch["x"]), batch["y"], batch.get("w"))
+        loss = self.weighted_ce(self.predict(batch["x"]), batch["y"])
         self.step(loss)
         return {"loss": loss.item()}

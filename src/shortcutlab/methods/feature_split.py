@@ -144,7 +144,7 @@ class FeatureSplitMethod(Method):
         self, f: torch.Tensor, batch: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Task CE on ``f_y`` and one CE per confounder head on its own block."""
-        ce_y = self.weighted_ce(self.model.head(f), batch["y"], batch.get("w"))
+        ce_y = self.weighted_ce(self.model.head(f), batch["y"])
         ce_z = [
             F.cross_entropy(head(f).float(), batch["z"][:, col])
             for head, col in zip(self.z_heads, self.attr_columns, strict=True)

@@ -11,12 +11,11 @@ from a copy of the final model's initial weights (our choice).
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 
 from shortcutlab.errors import ShortcutlabError
-from shortcutlab.methods.base import Hparam, Method
+from shortcutlab.methods.base import Hparam, Method, RunContext
 from shortcutlab.methods.erm import ERM
 from shortcutlab.methods.registry import register
 
@@ -50,7 +49,7 @@ class JTT(Method):
         self.example_weights: torch.Tensor | None = None
         self.num_errors = 0
 
-    def on_train_start(self, context: Any) -> None:
+    def on_train_start(self, context: RunContext) -> None:
         hp = {k: self.hparams[k] for k in ("lr", "weight_decay")}
         identifier = ERM(copy.deepcopy(self.model), self.info, hp).to(context.device)
         context.fit(identifier, int(self.hparams["jtt_epochs"]))
@@ -64,8 +63,6 @@ class JTT(Method):
         if self.example_weights is None:
             raise ShortcutlabError("jtt runs through the runner, which finds the error set first.")
         w = self.example_weights.to(batch["y"].device)[batch["idx"]]
-        if batch.get("w") is not None:
-            w = w * batch["w"]
         loss = self.weighted_ce(self.predict(batch["x"]), batch["y"], w)
         self.step(loss)
         return {"loss": loss.item(), "error_fraction": float((w > 1).float().mean())}

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from shortcutlab.errors import ShortcutlabError
-from shortcutlab.methods.base import Hparam, Method, TaskInfo
+from shortcutlab.methods.base import Hparam, Method, RunContext, TaskInfo
 from shortcutlab.methods.erm import ERM
 from shortcutlab.methods.registry import register
 from shortcutlab.models import EncoderHeadModel, build_model
@@ -65,7 +65,7 @@ class KD(Method):
     def teacher(self) -> EncoderHeadModel | None:
         return self._teacher
 
-    def on_train_start(self, context: Any) -> None:
+    def on_train_start(self, context: RunContext) -> None:
         hp = {k: self.hparams[k] for k in ("lr", "weight_decay")}
         path = self.hparams.get("teacher_checkpoint")
         if path:
@@ -108,7 +108,6 @@ class KD(Method):
             self.hparams["alpha"],
             self.hparams["tau"],
         )
-        w = batch.get("w")
-        loss = losses.mean() if w is None else (losses * w).sum() / w.sum().clamp_min(1e-12)
+        loss = losses.mean()
         self.step(loss)
         return {"loss": loss.item()}

@@ -18,9 +18,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from shortcutlab.data.table import group_ids
 from shortcutlab.errors import ShortcutlabError
-from shortcutlab.methods.base import Hparam
+from shortcutlab.methods.base import Hparam, RunContext
 from shortcutlab.methods.erm import ERM
 from shortcutlab.methods.registry import register
 
@@ -130,9 +129,7 @@ def concat_rows(
 ) -> dict[str, torch.Tensor]:
     """The training tensors with ``new`` rows after them (group ids and row indices added)."""
     new = dict(new)
-    new["g"] = torch.as_tensor(
-        group_ids_from(new["y"], new["z"], info.num_classes, info.attribute_cardinalities)
-    )
+    new["g"] = torch.as_tensor(info.grouper.ids(new["y"].numpy(), new["z"].numpy()))
     new["idx"] = torch.arange(len(train["y"]), len(train["y"]) + len(new["y"]))
     out = {}
     for key in train:
@@ -142,14 +139,6 @@ def concat_rows(
     return out
 
 
-def group_ids_from(y, z, num_classes, cards):
-    import pandas as pd
-
-    names = [f"a{i}" for i in range(z.shape[1])]
-    meta = pd.DataFrame(z.numpy(), columns=names).assign(y=y.numpy())
-    return group_ids(meta, names, num_classes, cards)
-
-
 @register
 class MaskMedPaint(ERM):
     name = "maskmedpaint"
@@ -157,12 +146,12 @@ class MaskMedPaint(ERM):
     HPARAMS: ClassVar[dict[str, Hparam]] = GENERATIVE_HPARAMS
     generator: ClassVar[str] = "maskmedpaint"
 
-    def training_data(self, context: Any) -> dict[str, torch.Tensor]:
+    def training_data(self, context: RunContext) -> dict[str, torch.Tensor]:
         """The real training rows followed by the generated ones (made or read from cache)."""
         from shortcutlab.data.sources import cache_dir
 
         hp, info, train = self.hparams, self.info, context.train
-        unlabelled = getattr(context, "unlabelled", None)
+        unlabelled = context.unlabelled
         pool, domain = generation_pool(train, unlabelled, info, hp)
         cache = Path(hp["cache"] or cache_dir() / "generated")
         set_dir, model_dir = cache_dirs(pool, hp, self.generator, context.seed, cache, domain)
@@ -189,7 +178,7 @@ class MaskMedPaint(ERM):
             self._check_domain(pool, domain, new, context, model_dir)
         return concat_rows(train, new, info)
 
-    def _save_grid(self, train, table, context: Any, n: int = 8) -> None:
+    def _save_grid(self, train, table, context: RunContext, n: int = 8) -> None:
         """``figures/generated_<method>_seed<S>.png`` of the experiment (report): source, ROI
         mask, generated copies for ``n`` source images, alternating classes."""
         save_generated_grid(
@@ -197,13 +186,12 @@ class MaskMedPaint(ERM):
             None if "mask" not in train else train["mask"].numpy(),
             train["y"].numpy(),
             table,
-            context.run_dir.parent.parent / "figures",
-            f"generated_{context.run_dir.parent.name}_seed{context.seed}.png",
+            context.layout.figure("generated"),
             f"{self.generator}: source, ROI, generated (target domain)",
             n,
         )
 
-    def _check_domain(self, pool, domain, new, context: Any, model_dir: Path) -> None:
+    def _check_domain(self, pool, domain, new, context: RunContext, model_dir: Path) -> None:
         """Write ``generated.json``: how many images, and how target-like their backgrounds are.
 
         The domain classifier sees the real images through the generator's autoencoder (see
@@ -233,18 +221,16 @@ class MaskMedPaint(ERM):
             "rendered": render is not None,
             **score,
         }
-        (context.run_dir / "generated.json").write_text(json.dumps(report, indent=1))
+        context.layout.file("generated.json").write_text(json.dumps(report, indent=1))
 
 
-def save_generated_grid(
-    images, masks, y, table, folder: Path, filename: str, title: str, n: int = 8
-) -> Path:
+def save_generated_grid(images, masks, y, table, path: Path, title: str, n: int = 8) -> Path:
     """A source / mask / generated grid of a generated set (rows: ``source_row`` of ``table``,
     indexing ``images``), ``n`` source images taken round-robin over the classes."""
     import numpy as np
     import pandas as pd
 
-    from shortcutlab.report.figures import generated_grid
+    from shortcutlab.plotting import generated_grid
 
     rows = table.meta["source_row"].to_numpy()
     firsts = pd.unique(rows)  # in order of first appearance
@@ -262,9 +248,9 @@ def save_generated_grid(
         [f"row {r}, y={int(y[r])}" for r in picked],
         title,
     )
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / filename).write_bytes(png)
-    return folder / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
+    return path
 
 
 def cache_dirs(

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from shortcutlab.errors import ShortcutlabError
-from shortcutlab.methods.base import Hparam
+from shortcutlab.methods.base import Hparam, RunContext
 from shortcutlab.methods.feature_split import MINEPenaltyMethod
 from shortcutlab.methods.registry import register
 
@@ -161,7 +161,7 @@ class MIMMX(MINEPenaltyMethod):
         alphas = [self.alpha_y()] + [float(self.hparams["alpha_z"])] * (len(losses) - 1)
         return dls_gammas(losses, alphas)
 
-    def on_epoch_end(self, epoch: int, context: Any) -> None:
+    def on_epoch_end(self, epoch: int, context: RunContext) -> None:
         """The runner calls this after (0-based) ``epoch``; the next epoch is ``epoch + 1``."""
         self.epoch = epoch + 1
 

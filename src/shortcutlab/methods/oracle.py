@@ -8,12 +8,10 @@ images and 10 epochs it took 20 steps and predicted one class)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from shortcutlab.errors import ShortcutlabError
-from shortcutlab.methods.base import Hparam
+from shortcutlab.methods.base import Hparam, RunContext
 from shortcutlab.methods.erm import ERM
 from shortcutlab.methods.maskmedpaint import domain_column
 from shortcutlab.methods.registry import register
@@ -28,10 +26,10 @@ class Oracle(ERM):
         "target": Hparam(1, "value of the domain attribute that is the target domain"),
     }
 
-    def training_data(self, context: Any) -> dict[str, torch.Tensor]:
+    def training_data(self, context: RunContext) -> dict[str, torch.Tensor]:
         """The labelled target images: the split ``target_unlabelled`` of a domain-shift dataset
         (with its labels), else the target-domain rows of the training split."""
-        unlabelled = getattr(context, "unlabelled", None)
+        unlabelled = context.unlabelled
         train = context.train
         if unlabelled is not None:
             if len(torch.unique(unlabelled["y"])) < 2:

@@ -34,7 +34,6 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,7 +44,7 @@ from torch import nn
 
 from shortcutlab.errors import ShortcutlabError
 from shortcutlab.evaluation.metrics import fairness_gaps
-from shortcutlab.methods.base import Hparam, TaskInfo
+from shortcutlab.methods.base import Hparam, RunContext, TaskInfo
 from shortcutlab.methods.erm import ERM
 from shortcutlab.methods.registry import register
 from shortcutlab.models import EncoderHeadModel
@@ -655,24 +654,21 @@ class Swift(ERM):
         swift_config_from_hparams(hparams)
         self.swift_result: SwiftResult | None = None
 
-    def on_train_end(self, context: Any) -> None:
-        holdout = getattr(context, "holdout", None)
+    def on_train_end(self, context: RunContext) -> None:
+        holdout = context.holdout
         if holdout is None or len(holdout["y"]) == 0:
             raise ShortcutlabError("swift needs an external set; the runner carves it from train.")
         j = attribute_index(self.info, self.hparams.get("attribute"))
         cfg = swift_config_from_hparams(self.hparams, seed=int(context.seed))
         result = swift_debias_splits(self.model, holdout, context.val, j, cfg, context.device)
         self.swift_result = result
-        if hasattr(context, "samples_seen"):
-            context.samples_seen += result.compute.samples_processed
-        run_dir = getattr(context, "run_dir", None)
-        if run_dir is not None:
-            record = {
-                "attribute": self.info.attributes[j],
-                "external_rows": len(holdout["y"]),
-                "balanced_rows": len(result.kept_rows),
-                "compute": result.compute.as_dict(),
-                "selected": result.selected,
-                "history": result.history,
-            }
-            (Path(run_dir) / "swift.json").write_text(json.dumps(record, indent=1))
+        context.samples_seen += result.compute.samples_processed
+        record = {
+            "attribute": self.info.attributes[j],
+            "external_rows": len(holdout["y"]),
+            "balanced_rows": len(result.kept_rows),
+            "compute": result.compute.as_dict(),
+            "selected": result.selected,
+            "history": result.history,
+        }
+        context.layout.file("swift.json").write_text(json.dumps(record, indent=1))

@@ -12,8 +12,8 @@ import yaml
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from shortcutlab.errors import ShortcutlabError
-from shortcutlab.experiment.results import read_results, write_text_atomic
 from shortcutlab.report import figures
+from shortcutlab.store.results import read_results, write_text_atomic
 
 EVAL_SPLITS = ["val", "inv", "bal", "test", "target"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import matplotlib
@@ -12,23 +11,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from shortcutlab.data.table import ImageTable, group_names  # noqa: E402
+from shortcutlab.data.table import ImageTable  # noqa: E402
+from shortcutlab.plotting import generated_grid, png_bytes  # noqa: E402, F401
+
+_png = png_bytes
 
 SPLIT_ORDER = ["train", "val", "inv", "bal", "test"]
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def save_sample_grid(table: ImageTable, path: Path, per_group: int = 8, seed: int = 0) -> None:
     """Rows = joint (y, z) groups of the train split (or all rows), columns = examples."""
     part = table.split("train") if "train" in table.splits else table
     gid = part.group_ids()
-    names = group_names(part.attributes, part.num_classes, part.attribute_cardinalities())
+    names = part.grouper.names()
     rng = np.random.default_rng(seed)
     groups = [g for g in range(len(names)) if (gid == g).any()][:8]
     with_mask = part.masks is not None
@@ -174,47 +169,4 @@ def tsne_plot(
         ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=10, y=1.05)
-    return _png(fig)
-
-
-def generated_grid(
-    source: np.ndarray,
-    masks: np.ndarray | None,
-    generated: list[np.ndarray],
-    labels: list[str],
-    title: str,
-) -> bytes:
-    """One row per source image: the source, its ROI mask, then its generated copies.
-
-    ``source`` (N, C, H, W) uint8; ``masks`` (N, H, W) or None; ``generated[i]`` (k_i, C, H, W).
-    """
-    k = max((len(g) for g in generated), default=0)
-    cols = 2 + k
-    fig, axes = plt.subplots(
-        len(source), cols, figsize=(1.1 * cols, 1.15 * len(source)), squeeze=False
-    )
-
-    def show(ax, img):
-        ax.imshow(
-            img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=255
-        )
-
-    for r in range(len(source)):
-        for ax in axes[r]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-        show(axes[r, 0], source[r])
-        if masks is not None:
-            axes[r, 1].imshow(masks[r], cmap="viridis")
-        else:
-            axes[r, 1].axis("off")
-        for c in range(k):
-            if c < len(generated[r]):
-                show(axes[r, 2 + c], generated[r][c])
-            else:
-                axes[r, 2 + c].axis("off")
-        axes[r, 0].set_ylabel(labels[r], fontsize=7, rotation=0, ha="right", va="center")
-    for c, name in enumerate(["source", "ROI mask"] + [f"generated {i + 1}" for i in range(k)]):
-        axes[0, c].set_title(name, fontsize=7)
-    fig.suptitle(title, fontsize=9)
     return _png(fig)

@@ -1,0 +1,167 @@
+"""The runner's ``RunContext`` (the protocol in ``methods/base.py``) and the one training loop.
+
+``Context`` is built with keywords by the runner (``experiment/runner.py``) and by the post-hoc
+commands (``experiment/posthoc.py``); ``Context.fit`` is the only training loop of the toolkit:
+the runner trains the main method with it (its ``on_epoch`` callback does model selection) and
+methods train helper models with it (JTT's first stage, a distillation teacher).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from shortcutlab.data.table import ImageTable
+from shortcutlab.methods.base import EpochCallback, Method, TaskInfo, Tensors
+from shortcutlab.store.layout import RunLayout
+
+# A helper model's batches come from a stream apart from the main method's (seed + this).
+HELPER_STREAM = 104729
+
+
+def tensors_of(table: ImageTable) -> Tensors:
+    """A table as the context's CPU tensors: ``x`` (uint8), ``y``, ``z``, ``g``, ``idx`` and
+    ``mask`` where the table has ROI masks."""
+    t = table.tensors()
+    t["idx"] = torch.arange(len(table))
+    if table.masks is not None:  # ROI masks, for methods that edit outside the ROI
+        t["mask"] = torch.from_numpy(table.masks)
+    return t
+
+
+@dataclass(kw_only=True)
+class Context:
+    """The runner's ``RunContext`` (``methods/base.py`` documents every member)."""
+
+    train: Tensors
+    val: Tensors
+    info: TaskInfo
+    layout: RunLayout
+    device: torch.device
+    seed: int
+    batch_size: int
+    eval_batch_size: int = 512
+    bf16: bool = False
+    holdout: Tensors | None = None
+    # the split `target_unlabelled` (domain shift), for methods that adapt to the target domain
+    unlabelled: Tensors | None = None
+    samples_seen: int = 0
+    # called after every training step of ``fit`` (the runner's progress bar)
+    on_step: Callable[[], None] | None = field(default=None, repr=False)
+    train_seconds: float = 0.0
+
+    @property
+    def run_dir(self) -> Path:
+        return self.layout.dir
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def batches(
+        self,
+        tensors: Tensors,
+        shuffle: bool = True,
+        weights: torch.Tensor | None = None,
+        batch_size: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[Tensors]:
+        """One epoch of device batches; ``weights`` (N,) draws N rows with replacement."""
+        n = len(tensors["y"])
+        bs = batch_size or self.batch_size
+        if weights is not None:
+            order = torch.multinomial(weights.double(), n, replacement=True, generator=generator)
+        elif shuffle:
+            order = torch.randperm(n, generator=generator)
+        else:
+            order = torch.arange(n)
+        for start in range(0, n, bs):
+            idx = order[start : start + bs]
+            if shuffle and len(idx) < 2:  # batch norm cannot train on one example
+                continue
+            yield self.to_device(tensors, idx)
+
+    def to_device(self, tensors: Tensors, idx: torch.Tensor) -> Tensors:
+        # ROI masks stay in the CPU tables (context.train["mask"]); batches carry only what
+        # update() needs, so the loop costs no more than a bare one.
+        batch = {
+            k: v[idx].to(self.device, non_blocking=True)
+            for k, v in tensors.items()
+            if k not in ("x", "mask")
+        }
+        batch["x"] = tensors["x"][idx].to(self.device, non_blocking=True).float().div_(255.0)
+        return batch
+
+    @staticmethod
+    def sampling_weights(method: Method, tensors: Tensors) -> torch.Tensor | None:
+        """Per-row draw weights of the method's ``sampling`` (None: shuffled epochs)."""
+        if method.sampling == "group_balanced":
+            g = tensors["g"]
+            counts = torch.bincount(g).double()
+            return 1.0 / counts[g]
+        return None
+
+    def fit(
+        self,
+        method: Method,
+        epochs: int,
+        tensors: Tensors | None = None,
+        on_epoch: EpochCallback | None = None,
+        seed: int | None = None,
+    ) -> dict[str, float]:
+        """Train ``method`` for ``epochs`` on ``tensors`` (default: ``train``) with its sampling.
+
+        ``on_epoch(epoch, mean_losses)`` runs after every epoch (the runner's model selection);
+        ``seed`` seeds the batch order (default: a stream apart from the main run's, for helper
+        models). Returns the last epoch's mean losses.
+        """
+        tensors = self.train if tensors is None else tensors
+        gen = torch.Generator().manual_seed(self.seed + HELPER_STREAM if seed is None else seed)
+        weights = self.sampling_weights(method, tensors)
+        means: dict[str, float] = {}
+        for epoch in range(epochs):
+            method.train()
+            sums: dict[str, float] = {}
+            n_batches = 0
+            t_epoch = time.perf_counter()
+            for batch in self.batches(tensors, weights=weights, generator=gen):
+                with self.autocast():
+                    losses = method.update(batch)
+                self.samples_seen += len(batch["y"])
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                n_batches += 1
+                if self.on_step is not None:
+                    self.on_step()
+            self.train_seconds += time.perf_counter() - t_epoch
+            means = {k: v / max(n_batches, 1) for k, v in sums.items()}
+            if on_epoch is not None:
+                on_epoch(epoch, means)
+        return means
+
+    @torch.no_grad()
+    def predict(self, method: Method, tensors: Tensors) -> torch.Tensor:
+        """Logits (N, C) on CPU, in eval mode (the method's mode is restored)."""
+        was_training = method.training
+        method.eval()
+        out = []
+        for batch in self.batches(tensors, shuffle=False, batch_size=self.eval_batch_size):
+            with self.autocast():
+                out.append(method.predict(batch["x"]).float().cpu())
+        method.train(was_training)
+        return torch.cat(out) if out else torch.empty(0, self.info.num_classes)
+
+    @torch.no_grad()
+    def features(self, method: Method, tensors: Tensors) -> dict[str, np.ndarray]:
+        """Named feature blocks of ``method.features`` for every row, as numpy arrays."""
+        method.eval()
+        parts: dict[str, list[np.ndarray]] = {}
+        for batch in self.batches(tensors, shuffle=False, batch_size=self.eval_batch_size):
+            with self.autocast():
+                for k, v in method.features(batch["x"]).items():
+                    parts.setdefault(k, []).append(v.float().cpu().numpy())
+        return {k: np.concatenate(v) for k, v in parts.items()}

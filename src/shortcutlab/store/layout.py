@@ -1,0 +1,113 @@
+"""The one owner of every path in an output folder (docs/contracts.md, "Output folder").
+
+An experiment folder ``OUT`` holds ``config.yaml``, ``results.csv``, ``summary.md``,
+``report.html``, ``split_counts.csv``, ``samples.png``, ``figures/`` and one folder per run
+``OUT/<method>/seed_<S>/`` with ``checkpoint.pt``, ``log.jsonl``, ``results.csv`` and, written
+last, ``done.json``. A post-hoc command (``debias``, ``audit``) writes one run straight into its
+``--out`` folder: ``RunLayout.single(OUT, ...)``. Nobody else computes these paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The files of one (method, seed) run, and where its figures go."""
+
+    dir: Path
+    figures_dir: Path
+    method: str
+    seed: int
+
+    @classmethod
+    def single(cls, out: str | Path, method: str, seed: int) -> RunLayout:
+        """A run written straight into ``out`` (post-hoc commands), figures in ``out/figures``."""
+        out = Path(out)
+        return cls(out, out / "figures", method, seed)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.dir / "checkpoint.pt"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "log.jsonl"
+
+    @property
+    def results(self) -> Path:
+        return self.dir / "results.csv"
+
+    @property
+    def done(self) -> Path:
+        return self.dir / "done.json"
+
+    def is_finished(self) -> bool:
+        return self.done.exists() and self.results.exists()
+
+    def file(self, name: str) -> Path:
+        """A file of the run's own (``swift.json``, ``generated.json``)."""
+        return self.dir / name
+
+    def figure(self, kind: str, ext: str = "png") -> Path:
+        """``figures/<kind>_<method>_seed<S>.<ext>`` of the experiment; the folder is created."""
+        self.figures_dir.mkdir(parents=True, exist_ok=True)
+        return self.figures_dir / f"{kind}_{self.method}_seed{self.seed}.{ext}"
+
+
+@dataclass(frozen=True)
+class ExperimentLayout:
+    """The files of an experiment folder (``shortcutlab run --out OUT``)."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.csv"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.md"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def split_counts(self) -> Path:
+        return self.root / "split_counts.csv"
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples.png"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+    def run(self, method: str, seed: int) -> RunLayout:
+        return RunLayout(self.root / method / f"seed_{seed}", self.figures_dir, method, seed)
+
+    def run_logs(self) -> Iterator[tuple[str, int, Path]]:
+        """``(method, seed, log.jsonl)`` of every run folder present, sorted by path."""
+        for path in sorted(self.root.glob("*/seed_*/log.jsonl")):
+            seed = path.parent.name.removeprefix("seed_")
+            if seed.lstrip("-").isdigit():
+                yield path.parent.parent.name, int(seed), path
+
+    def figures(self) -> list[Path]:
+        return sorted(self.figures_dir.glob("*.png"))
