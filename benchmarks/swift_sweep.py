@@ -24,11 +24,11 @@ import torch
 
 from shortcutlab.evaluation.metrics import auroc, fairness_gaps
 from shortcutlab.experiment.config import MethodSpec, load_config
+from shortcutlab.experiment.hparams import method_hparams
 from shortcutlab.experiment.posthoc import _context, external_rows, load_run_checkpoint
 from shortcutlab.experiment.runner import (
     _tensors,
     load_dataset,
-    method_hparams,
     torch_threads,
 )
 from shortcutlab.methods.swift import attribute_index, swift_config_from_hparams, swift_debias

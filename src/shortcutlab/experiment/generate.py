@@ -28,13 +28,8 @@ def generate_dataset(
     progress: Callable[[str, int, int], None] | None = None,
     seed: int | None = None,
 ) -> ImageTable:
-    from shortcutlab.experiment.runner import (
-        UNLABELLED_SPLIT,
-        _tensors,
-        load_dataset,
-        method_hparams,
-        task_info,
-    )
+    from shortcutlab.experiment.hparams import method_hparams
+    from shortcutlab.experiment.runner import UNLABELLED_SPLIT, _tensors, load_dataset, task_info
     from shortcutlab.methods.maskmedpaint import (
         generate_for_training,
         generation_pool,

@@ -27,6 +27,7 @@ from shortcutlab.data.table import ImageTable
 from shortcutlab.errors import ShortcutlabError
 from shortcutlab.evaluation.audit import fairness_gap_cis, probe_leakage
 from shortcutlab.experiment.config import ExperimentConfig, MethodSpec
+from shortcutlab.experiment.hparams import method_hparams
 from shortcutlab.experiment.results import make_results, write_csv_atomic, write_text_atomic
 from shortcutlab.experiment.runner import (
     Context,
@@ -34,7 +35,6 @@ from shortcutlab.experiment.runner import (
     carve_holdout,
     evaluate_method,
     load_dataset,
-    method_hparams,
     resolve_device,
     torch_threads,
 )
