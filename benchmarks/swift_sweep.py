@@ -25,8 +25,9 @@ import torch
 from shortcutlab.evaluation.metrics import auroc, fairness_gaps
 from shortcutlab.experiment.config import MethodSpec, load_config
 from shortcutlab.experiment.context import tensors_of
+from shortcutlab.experiment.hparams import method_hparams
 from shortcutlab.experiment.posthoc import external_rows, load_run_checkpoint, posthoc_context
-from shortcutlab.experiment.runner import load_dataset, method_hparams, torch_threads
+from shortcutlab.experiment.runner import load_dataset, torch_threads
 from shortcutlab.methods.swift import attribute_index, swift_config_from_hparams, swift_debias
 from shortcutlab.store.layout import RunLayout
 

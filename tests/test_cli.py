@@ -138,6 +138,7 @@ def test_bad_data_gives_one_sentence_and_exit_2(tmp_path, capsys, mutate, messag
         (["dataset.name=synth-lung"], "unknown dataset 'synth-lung'"),
         (["train.backbone=vgg"], "unknown backbone 'vgg'"),
         (["hparams.groupdro.etaa=1"], "'etaa' is not a hyperparameter of groupdro"),
+        (["hparams.groupdro.eta=x"], "hparams.groupdro.eta must be a number, not 'x'"),
     ],
 )
 def test_bad_names_give_one_sentence(tmp_path, capsys, args, message):

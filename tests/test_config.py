@@ -1,7 +1,7 @@
 import pytest
 
 from shortcutlab.errors import ShortcutlabError
-from shortcutlab.experiment.config import load_config
+from shortcutlab.experiment.config import MethodSpec, load_config
 
 
 def test_preset_then_overrides(tmp_path):
@@ -70,3 +70,88 @@ def test_full_preset_covers_every_embedded_dataset():
         assert cfg.dataset.name == name
         assert cfg.seeds == [0, 1, 2]
         assert set(cfg.dataset.attributes) <= set(SYNTHETIC[name].attributes)
+
+
+# -- hyperparameter types (experiment/hparams.py), checked at load --------------------------------
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        (
+            "hparams:\n  swift: {beta: x}\n",
+            r"^hparams\.swift\.beta must be a number, not 'x'$",
+        ),
+        (
+            "methods:\n  - {name: s2, method: swift, params: {step1_epochs: 2.5}}\n",
+            r"^methods\[s2\]\.params\.step1_epochs must be an integer, not 2\.5$",
+        ),
+        ("hparams:\n  swift: {beta: true}\n", r"^hparams\.swift\.beta must be a number, not True$"),
+        (
+            "hparams:\n  swift: {mask: medium}\n",
+            r"^hparams\.swift\.mask must be one of soft, hard, not 'medium'$",
+        ),
+        (
+            "hparams:\n  maskmedpaint: {guidance: [1.0, high]}\n",
+            r"^hparams\.maskmedpaint\.guidance must be a number or a list of numbers, not",
+        ),
+        ("hparams:\n  mimmx: {dls: 1}\n", r"^hparams\.mimmx\.dls must be true or false, not 1$"),
+        (
+            "hparams:\n  groupdro: {eta: null}\n",
+            r"^hparams\.groupdro\.eta must be a number, not None",
+        ),
+    ],
+)
+def test_wrongly_typed_hparams_fail_at_load_naming_the_key(tmp_path, text, match):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ShortcutlabError, match=match):
+        load_config(path)
+
+
+def test_wrongly_typed_override_fails_at_load():
+    with pytest.raises(ShortcutlabError, match=r"hparams\.swift\.beta must be a number, not 'x'"):
+        load_config(None, "quick", ["methods=[erm,swift]", "hparams.swift.beta=x"])
+
+
+def test_numeric_strings_and_ints_are_read_as_floats(tmp_path):
+    import yaml
+
+    from shortcutlab.experiment.hparams import method_hparams
+
+    text = (
+        "methods: [swift]\n"
+        "hparams:\n  swift: {step1_lr: 1e-3, beta: 1, attribute: null, mask: hard}\n"
+        "  maskmedpaint: {guidance: 2, strength: [1, 0.5]}\n"
+    )
+    assert yaml.safe_load(text)["hparams"]["swift"]["step1_lr"] == "1e-3"  # PyYAML: a string
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    cfg = load_config(path)
+    hp = method_hparams(cfg.methods[0], cfg)
+    assert hp["step1_lr"] == 1e-3 and type(hp["step1_lr"]) is float
+    assert hp["beta"] == 1.0 and type(hp["beta"]) is float
+    assert hp["attribute"] is None and hp["mask"] == "hard"
+    assert type(hp["step1_epochs"]) is int
+    mmp = method_hparams(MethodSpec(name="maskmedpaint"), cfg)
+    assert mmp["guidance"] == [2.0] and mmp["strength"] == [1.0, 0.5]
+    assert all(type(v) is float for v in mmp["guidance"] + mmp["strength"])
+
+
+def test_hparam_types_are_inferred_or_given():
+    from shortcutlab.methods import Hparam
+
+    assert Hparam(0.1).type is float and Hparam(3).type is int and Hparam(True).type is bool
+    assert Hparam(None, type=int).nullable
+    with pytest.raises(TypeError, match="needs type="):
+        Hparam(None, "a path")
+    with pytest.raises(TypeError, match="needs type="):
+        Hparam([1.0], "scales")
+    with pytest.raises(ShortcutlabError, match="the default must be one of a, b"):
+        Hparam("c", choices=("a", "b"))
+
+
+def test_target_domain_defaults_are_those_make_synthetic_applies():
+    from shortcutlab.data.sources import _check_target_domain
+    from shortcutlab.experiment.config import TargetDomainConfig
+
+    filled = _check_target_domain({"attribute": "site"}, [], ["site", "ruler"], "synth-derm")
+    assert TargetDomainConfig(attribute="site").model_dump() == filled

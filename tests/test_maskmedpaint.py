@@ -106,7 +106,7 @@ def test_generated_set_keeps_roi_exact_round_trips_and_is_cached(tmp_path, monke
 
 def test_text2img_samples_whole_images(tmp_path):
     images, masks, meta = toy_source()
-    diffusion, generation = tiny_params(class_guidance=2.0, batch_size=3)
+    diffusion, generation = tiny_params(guidance=[7.5], class_guidance=2.0, batch_size=3)
     table = mmp.build_generated_set(
         images,
         meta,
@@ -124,6 +124,16 @@ def test_text2img_samples_whole_images(tmp_path):
     rows = table.meta["source_row"].to_numpy().copy()
     roi = torch.from_numpy(table.masks)[:, None].expand(-1, 3, -1, -1)
     assert not torch.equal(torch.from_numpy(table.images)[roi], images[rows][roi])
+
+
+def test_dataclass_defaults_are_the_method_defaults():
+    """``shortcutlab run`` / ``generate`` (the registry defaults) and ``DiffusionParams()`` /
+    ``GenerationParams()`` mean the same settings, e.g. guidance 3.0."""
+    from shortcutlab.methods.maskmedpaint import MaskMedPaint, generation_params
+
+    defaults = MaskMedPaint.hparam_defaults()
+    assert generation_params(defaults, seed=0) == (mmp.DiffusionParams(), mmp.GenerationParams())
+    assert mmp.GenerationParams().guidance == defaults["guidance"] == [3.0]
 
 
 def test_domain_split_needs_both_domains():

@@ -345,3 +345,17 @@ def test_val_selection_without_a_selection_set_or_with_a_bad_rule_is_refused():
         swift_debias(mlp(), x, y, a, config=SwiftConfig(select="val"))
     with pytest.raises(ShortcutlabError, match="select must be one of"):
         SwiftConfig(select="test")
+
+
+def test_swift_config_defaults_are_the_method_defaults():
+    import dataclasses
+
+    from shortcutlab.methods.swift import Swift, swift_config_from_hparams
+
+    defaults = Swift.hparam_defaults()
+    fields = {f.name for f in dataclasses.fields(SwiftConfig)} - {"seed"}
+    assert fields == set(Swift.HPARAMS) - {"attribute"}  # every SWiFT setting is a hyperparameter
+    config = SwiftConfig()
+    for name in fields:
+        assert getattr(config, name) == defaults[name], name
+    assert swift_config_from_hparams(defaults, seed=3) == dataclasses.replace(config, seed=3)

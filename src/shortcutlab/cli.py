@@ -181,14 +181,19 @@ def datasets() -> None:
 @app.command()
 def methods() -> None:
     """List the methods with their hyperparameters and defaults."""
+    from rich.markup import escape
+
     from shortcutlab.methods import METHODS
 
     table = Table(title="methods (hyperparameters: set under `hparams.<method>` in the config)")
     table.add_column("method")
     table.add_column("what it does")
-    table.add_column("hyperparameters (default)")
+    table.add_column("hyperparameters (type, ? = may be null; default)")
     for name, cls in sorted(METHODS.items()):
-        hp = "\n".join(f"{k} = {v.default!r}  {v.help}" for k, v in cls.hparam_spec().items())
+        hp = "\n".join(
+            escape(f"{k}: {v.type_label} = {v.default!r}  {v.help}")
+            for k, v in cls.hparam_spec().items()
+        )
         table.add_row(name, cls.summary, hp)
     out_console.print(table)
 

@@ -19,6 +19,7 @@ import pandas as pd
 
 from shortcutlab.data.splits import build_splits, design_split_cells
 from shortcutlab.data.table import ImageTable
+from shortcutlab.data.target_domain import target_domain_defaults
 from shortcutlab.errors import ShortcutlabError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -184,9 +185,8 @@ def _encode_column(df: pd.DataFrame, col: str, source: str) -> tuple[np.ndarray,
 def _check_target_domain(
     target: dict[str, Any], attributes: list[str], all_attrs: list[str], name: str
 ) -> dict[str, Any]:
-    """``target`` with its defaults filled in (source 0, target 1, 600 labelled and 100
-    unlabelled images, nothing fixed), or a one-line error."""
-    target = {"source": 0, "target": 1, "size": 600, "unlabelled": 100, "fixed": {}, **target}
+    """``target`` with its defaults (``target_domain_defaults``) filled in, or a one-line error."""
+    target = {**target_domain_defaults(), **target}
     domain = target["attribute"]
     if domain not in all_attrs:
         raise ShortcutlabError(

@@ -8,9 +8,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from shortcutlab.data.target_domain import target_domain_defaults
 from shortcutlab.errors import ShortcutlabError
 
 PRESETS_DIR = Path(__file__).parent / "presets"
+_TARGET_DOMAIN = target_domain_defaults()
 
 
 class _Strict(BaseModel):
@@ -22,14 +24,15 @@ class TargetDomainConfig(_Strict):
     image comes from the ``source`` value of ``attribute``; ``size`` labelled images from the
     ``target`` value form the split ``target`` (evaluation only) and ``unlabelled`` more the split
     ``target_unlabelled``, which domain-adaptation methods may see without their labels (the
-    oracle with them). ``fixed`` sets attributes every target image has (e.g. no ruler)."""
+    oracle with them). ``fixed`` sets attributes every target image has (e.g. no ruler).
+    The defaults are ``data.target_domain``'s, which ``make_synthetic`` applies too."""
 
     attribute: str
-    source: int = 0
-    target: int = 1
-    size: int = Field(600, ge=2)
-    unlabelled: int = Field(100, ge=0)
-    fixed: dict[str, int] = Field(default_factory=dict)
+    source: int = _TARGET_DOMAIN["source"]
+    target: int = _TARGET_DOMAIN["target"]
+    size: int = Field(_TARGET_DOMAIN["size"], ge=2)
+    unlabelled: int = Field(_TARGET_DOMAIN["unlabelled"], ge=0)
+    fixed: dict[str, int] = Field(default_factory=lambda: target_domain_defaults()["fixed"])
 
     @model_validator(mode="after")
     def _distinct(self) -> TargetDomainConfig:
@@ -195,7 +198,8 @@ def validation_message(exc: ValidationError, source: str) -> str:
 def load_config(
     path: str | Path | None = None, preset: str | None = None, overrides: list[str] | None = None
 ) -> ExperimentConfig:
-    """Preset (if any), then the YAML file (if any), then the dotted overrides; then validate."""
+    """Preset (if any), then the YAML file (if any), then the dotted overrides; then validate,
+    names and hyperparameter types included (``experiment.hparams.validate_names``)."""
     raw: dict[str, Any] = {}
     if preset is not None:
         preset_path = PRESETS_DIR / f"{preset}.yaml"
@@ -207,10 +211,14 @@ def load_config(
         raw = _merge(raw, read_yaml(path))
     raw = apply_overrides(raw, list(overrides or []))
     try:
-        return ExperimentConfig.model_validate(raw)
+        cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
         raise ShortcutlabError(
             validation_message(
                 exc, str(path) if path else (f"preset {preset}" if preset else "config")
             )
         ) from None
+    from shortcutlab.experiment.hparams import validate_names  # imports the method registry
+
+    validate_names(cfg)  # unknown names and wrongly typed hyperparameters fail here
+    return cfg

@@ -29,12 +29,8 @@ def generate_dataset(
     seed: int | None = None,
 ) -> ImageTable:
     from shortcutlab.experiment.context import tensors_of
-    from shortcutlab.experiment.runner import (
-        UNLABELLED_SPLIT,
-        load_dataset,
-        method_hparams,
-        task_info,
-    )
+    from shortcutlab.experiment.hparams import method_hparams
+    from shortcutlab.experiment.runner import UNLABELLED_SPLIT, load_dataset, task_info
     from shortcutlab.methods.maskmedpaint import (
         generate_for_training,
         generation_pool,

@@ -27,11 +27,11 @@ from shortcutlab.errors import ShortcutlabError
 from shortcutlab.evaluation.audit import fairness_gap_cis
 from shortcutlab.experiment.config import ExperimentConfig, MethodSpec
 from shortcutlab.experiment.context import Context, tensors_of
+from shortcutlab.experiment.hparams import method_hparams
 from shortcutlab.experiment.runner import (
     carve_holdout,
     evaluate_method,
     load_dataset,
-    method_hparams,
     resolve_device,
     torch_threads,
 )

@@ -34,6 +34,7 @@ from shortcutlab.evaluation.metrics import evaluate_split, selection_score
 from shortcutlab.evaluation.probes import probe_rows
 from shortcutlab.experiment.config import DatasetConfig, ExperimentConfig, MethodSpec
 from shortcutlab.experiment.context import Context, tensors_of
+from shortcutlab.experiment.hparams import method_hparams, validate_names
 from shortcutlab.methods import Method, TaskInfo, get_method
 from shortcutlab.models import build_model
 from shortcutlab.models.checkpoint import Checkpoint
@@ -117,59 +118,6 @@ def carve_holdout(table: ImageTable, fraction: float, seed: int) -> tuple[np.nda
 def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
-
-
-def method_hparams(spec: MethodSpec, cfg: ExperimentConfig) -> dict[str, Any]:
-    """Defaults <- train section (lr, weight decay) <- config ``hparams[method]`` <- spec params."""
-    cls = get_method(spec.registry_name)
-    hp = cls.hparam_defaults()
-    hp["lr"] = cfg.train.lr
-    if "weight_decay" not in cls.HPARAMS:
-        hp["weight_decay"] = cfg.train.weight_decay
-    for source, where in (
-        (cfg.hparams.get(spec.registry_name, {}), f"hparams.{spec.registry_name}"),
-        (
-            cfg.hparams.get(spec.name, {}) if spec.name != spec.registry_name else {},
-            f"hparams.{spec.name}",
-        ),
-        (spec.params, f"methods[{spec.name}].params"),
-    ):
-        for k, v in source.items():
-            if k not in hp:
-                raise ShortcutlabError(
-                    f"{where}: '{k}' is not a hyperparameter of {spec.registry_name}; "
-                    f"it has: {', '.join(sorted(hp))}"
-                )
-            hp[k] = v
-    return hp
-
-
-def validate_names(cfg: ExperimentConfig) -> None:
-    """Unknown methods, hyperparameters or datasets fail before anything is written."""
-    from shortcutlab.methods import METHODS
-
-    for spec in cfg.methods:
-        method_hparams(spec, cfg)
-    spec_names = {m.name: m.registry_name for m in cfg.methods}
-    for key, values in cfg.hparams.items():
-        registry = spec_names.get(key, key)
-        if registry not in METHODS:
-            raise ShortcutlabError(f"hparams.{key}: there is no method '{key}'")
-        known = get_method(registry).hparam_defaults()
-        for k in values:
-            if k not in known:
-                raise ShortcutlabError(
-                    f"hparams.{key}: '{k}' is not a hyperparameter of {registry}; "
-                    f"it has: {', '.join(sorted(known))}"
-                )
-    if cfg.dataset.name not in ("csv", "npz"):
-        from shortcutlab.data.synthetic import SYNTHETIC
-
-        if cfg.dataset.name not in SYNTHETIC:
-            raise ShortcutlabError(
-                f"unknown dataset '{cfg.dataset.name}'; choose one of: "
-                f"{', '.join(sorted(SYNTHETIC))}, csv, npz"
-            )
 
 
 def task_info(table: ImageTable, cfg: ExperimentConfig, steps_per_epoch: int) -> TaskInfo:

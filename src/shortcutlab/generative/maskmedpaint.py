@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,47 +28,13 @@ import torch
 from shortcutlab.data.table import ImageTable
 from shortcutlab.errors import ShortcutlabError
 from shortcutlab.generative.model import ConditionalDiffusion, Guidance
+from shortcutlab.generative.params import DiffusionParams, GenerationParams
 from shortcutlab.generative.sampling import inpaint, sample
 from shortcutlab.generative.training import train_autoencoder, train_diffusion
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 MODES = ("maskmedpaint", "text2img", "img2img")
 SOURCE, TARGET = 0, 1  # domain token ids
-
-
-@dataclass
-class DiffusionParams:
-    """How the diffusion model is trained (the part shared by all three generators)."""
-
-    latent: bool = True
-    autoencoder_steps: int = 300
-    stage1_steps: int = 2000
-    stage2_steps: int = 500
-    n_target: int = 100
-    batch_size: int = 32
-    lr: float = 1e-3
-    cond_dropout: float = 0.1
-    replay_fraction: float = 0.5
-    bf16: bool = False
-    pretrained: str = ""  # a local SD-format or saved model directory to fine-tune
-    unet_channels: tuple[int, ...] = (32, 64, 64)
-    vae_channels: tuple[int, ...] = (16, 32, 64)
-
-
-@dataclass
-class GenerationParams:
-    """How images are generated; lists are cycled over the copies of each source image."""
-
-    num_per_image: int = 5
-    strength: list[float] = field(default_factory=lambda: [1.0])
-    guidance: list[float] = field(default_factory=lambda: [7.5])
-    # None: one guidance scale for the joint (y, target) condition (classifier-free guidance).
-    # A number: composable guidance, ``guidance`` scales the target token and this the class.
-    class_guidance: float | None = None
-    steps: int = 50
-    resample: int = 1
-    batch_size: int = 32
-    seed: int = 0
 
 
 def fit_generator(

@@ -15,10 +15,11 @@ the methods, implemented by ``experiment/context.py`` and, for unit tests, ``tes
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, NoReturn, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -26,19 +27,120 @@ import torch.nn.functional as F
 from torch import nn
 
 from shortcutlab.data.grouping import Grouper
+from shortcutlab.errors import ShortcutlabError
 from shortcutlab.models import EncoderHeadModel
 from shortcutlab.store.layout import RunLayout
 
 Tensors = dict[str, torch.Tensor]
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _as_float(value: Any) -> float | None:
+    """``value`` as a float: a number (not a bool) or a numeric string such as ``"1e-3"``
+    (PyYAML reads ``1e-3`` without a dot as a string); None when it is neither."""
+    if _is_number(value):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
 @dataclass(frozen=True)
 class Hparam:
-    """One hyperparameter: its default and a random-search draw (DomainBed's registry idea)."""
+    """One hyperparameter: its default, its type and a random-search draw (DomainBed's registry
+    idea).
+
+    ``type`` is ``bool``, ``int``, ``float``, ``str`` or ``list[float]`` (one number or a list of
+    them, cycled by the method); left out, it is the default's type, so it must be given where
+    the default is None or a list. ``choices`` restricts a string to a few values; ``nullable``
+    allows None (always, when None is the default). ``coerce`` checks a configured value.
+    """
 
     default: Any
     help: str = ""
     search: Any = None  # callable(numpy Generator) -> value, for sweeps
+    type: Any = None
+    choices: tuple[str, ...] | None = None
+    nullable: bool = False
+
+    def __post_init__(self) -> None:
+        if self.type is None:
+            if self.default is None or isinstance(self.default, (list, tuple, dict)):
+                raise TypeError(
+                    f"Hparam with default {self.default!r} needs type= (bool, int, float, str "
+                    "or list[float])"
+                )
+            object.__setattr__(self, "type", type(self.default))
+        if self.type not in _TYPE_NAMES and self.type != list[float]:
+            raise TypeError(
+                f"Hparam type {self.type!r} is not bool, int, float, str or list[float]"
+            )
+        if self.choices is not None:
+            object.__setattr__(self, "choices", tuple(self.choices))
+        if self.default is None:
+            object.__setattr__(self, "nullable", True)
+        self.coerce(self.default, "the default")  # a wrong default fails at import
+
+    def describe(self) -> str:
+        """The expected value in words: ``a number``, ``one of soft, hard``, ``... or null``."""
+        if self.choices is not None:
+            text = f"one of {', '.join(self.choices)}"
+        elif self.type == list[float]:
+            text = "a number or a list of numbers"
+        else:
+            text = _TYPE_NAMES[self.type]
+        return f"{text} or null" if self.nullable else text
+
+    @property
+    def type_label(self) -> str:
+        """The type in short, for listings: ``float``, ``list[float]``, ``soft|hard``, ``str?``
+        (a trailing ``?``: null is allowed)."""
+        if self.choices is not None:
+            text = "|".join(self.choices)
+        elif self.type == list[float]:
+            text = "list[float]"
+        else:
+            text = self.type.__name__
+        return f"{text}?" if self.nullable else text
+
+    def coerce(self, value: Any, where: str) -> Any:
+        """``value`` checked against the type: an int or a numeric string becomes a float where
+        a float is expected (same number), one number a list of one where a list is; anything
+        else of the wrong type raises a one-sentence ``ShortcutlabError`` naming ``where``."""
+        if value is None:
+            if self.nullable:
+                return None
+            return self._fail(value, where)
+        if self.type == list[float]:
+            items = list(value) if isinstance(value, (list, tuple)) else [value]
+            out = [_as_float(v) for v in items]
+            if not items or any(v is None for v in out):
+                return self._fail(value, where)
+            return out
+        if self.type is float:
+            out = _as_float(value)
+        elif self.type is int:
+            ok = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+            out = int(value) if ok else None
+        elif self.type is bool:
+            out = bool(value) if isinstance(value, (bool, np.bool_)) else None
+        else:
+            out = value if isinstance(value, str) else None
+        if out is None or (self.choices is not None and out not in self.choices):
+            return self._fail(value, where)
+        return out
+
+    def _fail(self, value: Any, where: str) -> NoReturn:
+        raise ShortcutlabError(f"{where} must be {self.describe()}, not {value!r}")
 
 
 @dataclass

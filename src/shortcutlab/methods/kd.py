@@ -45,9 +45,9 @@ class KD(Method):
             0.5, "weight of the distillation term", lambda r: float(r.uniform(0.1, 0.9))
         ),
         "tau": Hparam(4.0, "softmax temperature", lambda r: float(r.choice([1.0, 2.0, 4.0, 8.0]))),
-        "teacher_checkpoint": Hparam(None, "path to a trained teacher's checkpoint"),
+        "teacher_checkpoint": Hparam(None, "path to a trained teacher's checkpoint", type=str),
         "teacher_backbone": Hparam("resnet18", "backbone of a teacher trained in on_train_start"),
-        "teacher_epochs": Hparam(None, "epochs of that teacher (None: the run's epochs)"),
+        "teacher_epochs": Hparam(None, "epochs of that teacher (None: the run's epochs)", type=int),
     }
 
     def __init__(self, model: EncoderHeadModel, info: TaskInfo, hparams: dict[str, Any]):

@@ -19,41 +19,61 @@ from typing import Any, ClassVar
 import torch
 
 from shortcutlab.errors import ShortcutlabError
+from shortcutlab.generative.params import DiffusionParams, GenerationParams
 from shortcutlab.methods.base import Hparam, RunContext
 from shortcutlab.methods.erm import ERM
 from shortcutlab.methods.registry import register
+
+# The diffusion and generation defaults are those of ``generative.params`` (written once there);
+# ``generation_params`` maps these names onto its fields.
+_DIFFUSION, _GENERATION = DiffusionParams(), GenerationParams()
 
 GENERATIVE_HPARAMS: dict[str, Hparam] = {
     "domain": Hparam(
         "site", "attribute whose values are the domains (must be in dataset.attributes)"
     ),
     "target": Hparam(1, "value of the domain attribute that is the target domain"),
-    "n_target": Hparam(100, "unlabelled target images for stage 2"),
-    "num_per_image": Hparam(5, "generated copies per source image"),
-    "strength": Hparam([1.0], "inpainting strength(s), cycled over the copies"),
-    "guidance": Hparam([3.0], "classifier-free guidance scale(s), cycled over the copies"),
+    "n_target": Hparam(_DIFFUSION.n_target, "unlabelled target images for stage 2"),
+    "num_per_image": Hparam(_GENERATION.num_per_image, "generated copies per source image"),
+    "strength": Hparam(
+        list(_GENERATION.strength),
+        "inpainting strength(s), cycled over the copies",
+        type=list[float],
+    ),
+    "guidance": Hparam(
+        list(_GENERATION.guidance),
+        "classifier-free guidance scale(s), cycled over the copies",
+        type=list[float],
+    ),
     "class_guidance": Hparam(
-        None,
+        _GENERATION.class_guidance,
         "null: guidance scales the joint (class, target) condition; a number: composable "
         "guidance, guidance scales the target token and this number the class",
+        type=float,
+        nullable=True,
     ),
-    "sample_steps": Hparam(50, "DDIM steps"),
-    "resample": Hparam(1, "RePaint resampling per step (1 = none)"),
-    "autoencoder_steps": Hparam(300, "autoencoder training steps (latent model)"),
-    "stage1_steps": Hparam(2000, "diffusion steps on labelled source images"),
-    "stage2_steps": Hparam(500, "diffusion steps on unlabelled target images"),
-    "diffusion_batch_size": Hparam(32, "diffusion training and sampling batch size"),
-    "diffusion_lr": Hparam(1e-3, "diffusion AdamW learning rate"),
-    "latent": Hparam(True, "latent (16x16x4 for 64x64) or pixel-space diffusion"),
-    "pretrained": Hparam("", "local SD-format or saved model directory to fine-tune"),
-    "cache": Hparam("", "folder for the cached model and generated sets"),
+    "sample_steps": Hparam(_GENERATION.steps, "DDIM steps"),
+    "resample": Hparam(_GENERATION.resample, "RePaint resampling per step (1 = none)"),
+    "autoencoder_steps": Hparam(
+        _DIFFUSION.autoencoder_steps, "autoencoder training steps (latent model)"
+    ),
+    "stage1_steps": Hparam(_DIFFUSION.stage1_steps, "diffusion steps on labelled source images"),
+    "stage2_steps": Hparam(_DIFFUSION.stage2_steps, "diffusion steps on unlabelled target images"),
+    "diffusion_batch_size": Hparam(
+        _DIFFUSION.batch_size, "diffusion training and sampling batch size"
+    ),
+    "diffusion_lr": Hparam(_DIFFUSION.lr, "diffusion AdamW learning rate"),
+    "latent": Hparam(_DIFFUSION.latent, "latent (16x16x4 for 64x64) or pixel-space diffusion"),
+    "pretrained": Hparam(
+        _DIFFUSION.pretrained, "local SD-format or saved model directory to fine-tune"
+    ),
+    "cache": Hparam("", "folder for the cached model and generated sets", nullable=True),
     "domain_check": Hparam(True, "score generated backgrounds with a domain classifier"),
 }
 
 
-def generation_params(hp: dict[str, Any], seed: int):
-    from shortcutlab.generative.maskmedpaint import DiffusionParams, GenerationParams
-
+def generation_params(hp: dict[str, Any], seed: int) -> tuple[DiffusionParams, GenerationParams]:
+    """The diffusion and generation settings that the hyperparameters ``hp`` name."""
     diffusion = DiffusionParams(
         latent=bool(hp["latent"]),
         autoencoder_steps=int(hp["autoencoder_steps"]),

@@ -74,7 +74,11 @@ class MIMMX(MINEPenaltyMethod):
         "beta_y": Hparam(0.01, "growth of alpha_Y over training: + (epoch / N_epoch) * beta_Y"),
         "dls": Hparam(True, "dynamic loss scaling; false gives gamma = 1 (ablation)"),
         "caw": Hparam(True, "confounder attention; false fixes a = 1/k (ablation)"),
-        "caw_mode": Hparam("concat", "concat: one MINE on [a_i f_zi]; pairwise: one MINE per f_zi"),
+        "caw_mode": Hparam(
+            "concat",
+            "concat: one MINE on [a_i f_zi]; pairwise: one MINE per f_zi",
+            choices=("concat", "pairwise"),
+        ),
         "caw_lr": Hparam(1e-2, "learning rate of the attention logits w (our choice)"),
         "warmup_epochs": Hparam(
             0,

@@ -61,22 +61,54 @@ _SELECTION_GAP = {
 }
 
 
+# The ``swift`` method's hyperparameters, each default written once: ``SwiftConfig`` takes its
+# defaults from here (``attribute`` is the method's alone; ``seed`` the config's, the run's seed).
+SWIFT_HPARAMS: dict[str, Hparam] = {
+    "attribute": Hparam(None, "sensitive attribute (None: the first one)", type=str),
+    "beta": Hparam(0.1, "loss mix: step 1 beta L_pred + (1-beta) L_bias, step 2 reversed"),
+    "mask": Hparam("soft", "soft: tanh(R) (SWiFT); hard: 1[R > mean R] (BMFT)", choices=MASK_KINDS),
+    "fairness": Hparam(
+        "eodds",
+        "differentiable gap: eodds (signed sum, the paper's), eodds_abs (sum of |gaps|, our "
+        "choice), eopp, spd",
+        choices=FAIRNESS_GAPS,
+    ),
+    "step1_epochs": Hparam(10, "epochs of step 1 (feature extractor)"),
+    "step2_epochs": Hparam(10, "epochs of step 2 (head)"),
+    "step1_lr": Hparam(1e-4, "SGD learning rate of step 1"),
+    "step2_lr": Hparam(1e-3, "SGD learning rate of step 2"),
+    "momentum": Hparam(0.9, "SGD momentum of both steps"),
+    "batch_size": Hparam(64, "SWiFT batch size"),
+    "select": Hparam(
+        "none",
+        "none: keep the last epoch (paper); val (our choice): keep the input model or the "
+        "step-2 epoch with the smallest val gap within max_auroc_drop of the input's val AUROC",
+        choices=SELECT_KINDS,
+    ),
+    "max_auroc_drop": Hparam(0.02, "select=val: largest val AUROC loss allowed"),
+}
+
+
+def _default(name: str) -> Any:
+    return SWIFT_HPARAMS[name].default
+
+
 @dataclass
 class SwiftConfig:
-    """SWiFT hyperparameters (paper defaults: beta 0.1, lr 1e-4 / 1e-3, about 10 epochs each)."""
+    """SWiFT hyperparameters (paper defaults: beta 0.1, lr 1e-4 / 1e-3, about 10 epochs each);
+    defaults and meanings are those of ``SWIFT_HPARAMS``."""
 
-    beta: float = 0.1
-    mask: str = "soft"  # "soft": tanh(R) (SWiFT); "hard": 1[R > mean R] (BMFT)
-    fairness: str = "eodds"  # "eodds" (the paper's), "eodds_abs" (our choice), "eopp" or "spd"
-    step1_epochs: int = 10
-    step2_epochs: int = 10
-    step1_lr: float = 1e-4
-    step2_lr: float = 1e-3
-    momentum: float = 0.9
-    batch_size: int = 64
-    # "val" (our choice): keep the input model or a step-2 epoch by the selection set's gap
-    select: str = "none"
-    max_auroc_drop: float = 0.02  # selection: AUROC loss allowed on the selection set
+    beta: float = _default("beta")
+    mask: str = _default("mask")
+    fairness: str = _default("fairness")
+    step1_epochs: int = _default("step1_epochs")
+    step2_epochs: int = _default("step2_epochs")
+    step1_lr: float = _default("step1_lr")
+    step2_lr: float = _default("step2_lr")
+    momentum: float = _default("momentum")
+    batch_size: int = _default("batch_size")
+    select: str = _default("select")
+    max_auroc_drop: float = _default("max_auroc_drop")
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -627,26 +659,7 @@ class Swift(ERM):
     name = "swift"
     summary = "ERM, then SWiFT soft-mask fine-tuning on a small external set (post hoc)"
     holdout_fraction = 0.1
-    HPARAMS = {
-        "attribute": Hparam(None, "sensitive attribute (None: the first one)"),
-        "beta": Hparam(0.1, "loss mix: step 1 beta L_pred + (1-beta) L_bias, step 2 reversed"),
-        "mask": Hparam("soft", "soft: tanh(R) (SWiFT); hard: 1[R > mean R] (BMFT)"),
-        "fairness": Hparam(
-            "eodds", "differentiable gap: eodds (signed sum), eodds_abs (sum of |gaps|), eopp, spd"
-        ),
-        "step1_epochs": Hparam(10, "epochs of step 1 (feature extractor)"),
-        "step2_epochs": Hparam(10, "epochs of step 2 (head)"),
-        "step1_lr": Hparam(1e-4, "SGD learning rate of step 1"),
-        "step2_lr": Hparam(1e-3, "SGD learning rate of step 2"),
-        "momentum": Hparam(0.9, "SGD momentum of both steps"),
-        "batch_size": Hparam(64, "SWiFT batch size"),
-        "select": Hparam(
-            "none",
-            "none: keep the last epoch (paper); val: keep the input model or the step-2 epoch "
-            "with the smallest val gap within max_auroc_drop of the input's val AUROC",
-        ),
-        "max_auroc_drop": Hparam(0.02, "select=val: largest val AUROC loss allowed"),
-    }
+    HPARAMS = SWIFT_HPARAMS
 
     def __init__(self, model, info, hparams):
         super().__init__(model, info, hparams)
