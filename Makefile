@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint clean
+.PHONY: install run test test-slow lint clean
 
 install: $(STAMP)
 
@@ -20,8 +20,13 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/shortcutlab run --preset quick --out runs/quick
 
+# The suite without the calibration checks that train for minutes (marked `slow`).
 test: install
-	$(BIN)/python -m pytest -n auto
+	$(BIN)/python -m pytest -n auto -m "not slow"
+
+# The calibration checks: each phantom's task is learnable and every attribute is learned faster.
+test-slow: install
+	$(BIN)/python -m pytest -n auto -m slow
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

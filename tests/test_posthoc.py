@@ -34,7 +34,6 @@ def test_external_split_is_disjoint_from_train_and_the_selection_split():
         external_rows(without)
 
 
-@pytest.mark.slow
 def test_swift_in_run_then_debias_and_audit_a_checkpoint(tmp_path, capsys):
     root = write_csv_dataset(tmp_path / "data", n=480, correlation=0.8, external=60)
     hp = {"swift": {"attribute": "site", "step1_epochs": 2, "step2_epochs": 2, "batch_size": 16}}
@@ -98,11 +97,12 @@ def test_swift_in_run_then_debias_and_audit_a_checkpoint(tmp_path, capsys):
     res = pd.read_csv(aout / "results.csv")
     site = res[(res.target == "site") & (res.split == "bal")].set_index("metric")["value"]
     assert site["eodds_gap_ci_low"] <= site["eodds_gap"] <= site["eodds_gap_ci_high"]
-    assert 0 <= site["probe_balanced_accuracy"] <= 1
-    assert "group_accuracy[y=1,site=0]" in set(res["metric"])
+    # the audit's probe is the runner's: fit on val, weighted so y cannot stand in for site; the
+    # marker is a saturated corner, so the ERM encoder carries it well above chance
+    assert site["probe_accuracy[f]"] > 0.9
+    assert "group_accuracy[y=1,site=A]" in set(res["metric"])  # the CSV's category names
 
 
-@pytest.mark.slow
 def test_debias_mistakes_give_one_sentence(tmp_path, capsys):
     root = write_csv_dataset(tmp_path / "data", n=240)
     cfg = write_config(tmp_path / "cfg.yaml", root)
