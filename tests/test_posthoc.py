@@ -92,8 +92,11 @@ def test_swift_in_run_then_debias_and_audit_a_checkpoint(tmp_path, capsys):
     assert code == 2 and "the external split has 60" in " ".join(err.split())
 
     aout = tmp_path / "audit"
-    code, _, err = run_cli(["audit", ckpt, "--data", cfg, "--out", aout], capsys)
+    code, stdout, err = run_cli(["audit", ckpt, "--data", cfg, "--out", aout], capsys)
     assert code == 0, err
+    # the terminal headline: per split accuracy, gaps with their CIs, probe leakage
+    text = " ".join(stdout.split())
+    assert "audit of erm" in text and "site eodds_gap" in text and "probe leakage" in text
     res = pd.read_csv(aout / "results.csv")
     site = res[(res.target == "site") & (res.split == "bal")].set_index("metric")["value"]
     assert site["eodds_gap_ci_low"] <= site["eodds_gap"] <= site["eodds_gap_ci_high"]

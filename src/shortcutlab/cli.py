@@ -5,6 +5,7 @@ User mistakes print one sentence on stderr and exit with status 2; no tracebacks
 
 from __future__ import annotations
 
+import shlex
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -95,9 +96,24 @@ def _run_one(cfg, out: Path, quiet: bool) -> None:
     from shortcutlab.experiment.runner import run_experiment
     from shortcutlab.report.build import build_report
 
-    say = (lambda msg: console.print(f"[dim]{msg}[/]", highlight=False)) if not quiet else None
-    with _progress(quiet) as update:
-        run_experiment(cfg, out, progress=update, on_event=say)
+    def say(msg: str) -> None:
+        if "WARNING" in msg:  # shown with --quiet too
+            console.print(f"[bold yellow]{msg}[/]", highlight=False, soft_wrap=True)
+        elif not quiet:
+            console.print(f"[dim]{msg}[/]", highlight=False)
+
+    try:
+        with _progress(quiet) as update:
+            run_experiment(cfg, out, progress=update, on_event=say)
+    except KeyboardInterrupt:
+        command = shlex.join(["shortcutlab", *sys.argv[1:]])
+        console.print(
+            f"interrupted: the finished (method, seed) runs in {out} are kept and the one in "
+            f"progress will be redone; resume with the same command:\n  {command}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
     report = build_report(out)
     if not quiet:
         _print_headline(out)
@@ -110,9 +126,11 @@ def _print_headline(out: Path) -> None:
 
     headline = headline_table(read_results(out / "results.csv"))
     table = Table(title=f"{out}: accuracy % (val = with the shortcut, inv = against it)")
-    table.add_column("method")
+    # method names are never cut: the number columns wrap instead
+    width = max((len(str(m)) for m in headline.index), default=6)
+    table.add_column("method", no_wrap=True, min_width=min(width, 40), overflow="fold")
     for col in headline.columns:
-        table.add_column(str(col), justify="right")
+        table.add_column(str(col), justify="right", overflow="fold")
     for method, row in headline.iterrows():
         table.add_row(str(method), *[str(v) for v in row])
     out_console.print(table)
@@ -241,6 +259,14 @@ def _print_before_after(results, compute) -> None:
             if not part.empty:
                 table.add_row(split, metric, *[f"{100 * v:.1f}" for v in part["value"]])
     out_console.print(table)
+    selected = compute.get("selected")
+    if selected == "input":
+        out_console.print(
+            "selected: input (no SWiFT epoch kept val AUROC within the allowed drop while "
+            "narrowing the val gap; the 'after' model is the input model)"
+        )
+    elif selected:
+        out_console.print(f"selected: {selected}")
     frac = compute.get("samples_fraction")
     if frac is not None:
         out_console.print(
@@ -259,8 +285,37 @@ def audit(
     from shortcutlab.experiment.config import load_config
     from shortcutlab.experiment.posthoc import audit_checkpoint
 
-    audit_checkpoint(checkpoint, load_config(data), out)
+    results = audit_checkpoint(checkpoint, load_config(data), out)
+    _print_audit(results)
     console.print(f"results: {out / 'results.csv'}\nreport:  {out / 'report.html'}")
+
+
+def _print_audit(results) -> None:
+    """The audit's headline: accuracy and worst group per split, each attribute's gaps with
+    their bootstrap CIs and its probe leakage (chance = 1 / number of values)."""
+    r = results.set_index(["split", "target", "metric"])["value"]
+    splits = [s for s in ("val", "inv", "bal", "test", "external") if (s, "y", "accuracy") in r]
+    name = str(results["method"].iloc[0]) if len(results) else "model"
+    table = Table(title=f"audit of {name}: % on each split (gap CIs: 95% bootstrap)")
+    for col in ("split", "what", "value"):
+        table.add_column(col, overflow="fold")
+    pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
+    for split in splits:
+        table.add_row(split, "accuracy", pct(r[(split, "y", "accuracy")]))
+        if (split, "y", "worst_group_accuracy") in r:
+            table.add_row("", "worst group accuracy", pct(r[(split, "y", "worst_group_accuracy")]))
+        attrs = [t for t in dict.fromkeys(results["target"]) if t != "y"]
+        for attr in attrs:
+            for gap in ("dp_gap", "eodds_gap"):
+                if (split, attr, gap) in r:
+                    lo = r.get((split, attr, f"{gap}_ci_low"), float("nan"))
+                    hi = r.get((split, attr, f"{gap}_ci_high"), float("nan"))
+                    value = f"{pct(r[(split, attr, gap)])} [{pct(lo)}, {pct(hi)}]"
+                    table.add_row("", f"{attr} {gap} (0 = fair)", value)
+            if (split, attr, "probe_accuracy[f]") in r:
+                leak = pct(r[(split, attr, "probe_accuracy[f]")])
+                table.add_row("", f"{attr} probe leakage (features -> {attr})", leak)
+    out_console.print(table)
 
 
 def main() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -87,6 +89,9 @@ class TrainConfig(_Strict):
     device: str = "auto"
     num_threads: int | None = Field(None, ge=1)
     eval_batch_size: int = Field(512, ge=1)
+    # training images that re-estimate batch-norm statistics after every epoch ("precise BN",
+    # experiment/context.py); 0 keeps the running averages of training (before version 0.2)
+    precise_bn: int = Field(1024, ge=0)
 
 
 class MethodSpec(_Strict):
@@ -184,12 +189,42 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def validation_message(exc: ValidationError, source: str) -> str:
+def _fields_at(loc: tuple) -> list[str]:
+    """The keys a config section at ``loc`` accepts (for "did you mean")."""
+    model: Any = ExperimentConfig
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        inner = field.annotation
+        candidates = [inner, *typing.get_args(inner)]
+        model = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+        if model is None:
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+def validation_message(
+    exc: ValidationError, source: str, overrides: list[str] | None = None
+) -> str:
+    """One sentence: where (the override that set the key, else ``source``), which key, what is
+    wrong, and for an unknown key the closest known one."""
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
+    loc_parts = tuple(err["loc"])
+    loc = ".".join(str(p) for p in loc_parts)
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
+        close = difflib.get_close_matches(str(loc_parts[-1]), _fields_at(loc_parts[:-1]), n=1)
+        if close:
+            msg += f"; did you mean '{'.'.join([*map(str, loc_parts[:-1]), close[0]])}'?"
+    for text in reversed(overrides or []):  # the last override of a key wins
+        keys = tuple(text.partition("=")[0].split("."))
+        if keys == loc_parts[: len(keys)] or loc_parts == keys[: len(loc_parts)]:
+            source = f"override '{text}'"
+            break
     where = f" key '{loc}'" if loc else ""
     more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
     return f"{source}:{where}: {msg}{more}"
@@ -215,7 +250,9 @@ def load_config(
     except ValidationError as exc:
         raise ShortcutlabError(
             validation_message(
-                exc, str(path) if path else (f"preset {preset}" if preset else "config")
+                exc,
+                str(path) if path else (f"preset {preset}" if preset else "config"),
+                list(overrides or []),
             )
         ) from None
     from shortcutlab.experiment.hparams import validate_names  # imports the method registry

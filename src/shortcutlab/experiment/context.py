@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from shortcutlab.data.table import ImageTable
 from shortcutlab.methods.base import EpochCallback, Method, TaskInfo, Tensors
@@ -22,6 +23,8 @@ from shortcutlab.store.layout import RunLayout
 
 # A helper model's batches come from a stream apart from the main method's (seed + this).
 HELPER_STREAM = 104729
+# The rows that re-estimate batch-norm statistics come from a stream of their own (seed + this).
+PRECISE_BN_STREAM = 7907
 
 
 def tensors_of(table: ImageTable) -> Tensors:
@@ -47,6 +50,8 @@ class Context:
     batch_size: int
     eval_batch_size: int = 512
     bf16: bool = False
+    # training images that re-estimate batch-norm statistics after every epoch (0: off)
+    precise_bn: int = 0
     holdout: Tensors | None = None
     # the split `target_unlabelled` (domain shift), for methods that adapt to the target domain
     unlabelled: Tensors | None = None
@@ -138,10 +143,50 @@ class Context:
                 if self.on_step is not None:
                     self.on_step()
             self.train_seconds += time.perf_counter() - t_epoch
+            if self.precise_bn:
+                self.recalibrate_bn(method, tensors)
             means = {k: v / max(n_batches, 1) for k, v in sums.items()}
             if on_epoch is not None:
                 on_epoch(epoch, means)
         return means
+
+    @torch.no_grad()
+    def recalibrate_bn(self, method: Method, tensors: Tensors) -> int:
+        """Re-estimate every batch-norm layer's running statistics with the current weights on
+        ``precise_bn`` training images ("precise BN", Wu & Johnson 2021; pycls): the running
+        averages kept during training mix many past weights and, after short or fast-moving
+        training, make the eval-mode model a different (sometimes constant) function.
+
+        Only the batch-norm layers run in train mode (dropout stays off); the rows are a fixed
+        seeded subset, drawn from a stream of their own so training's batches do not change.
+        Returns the number of layers re-estimated (0: the model has none; nothing is run).
+        """
+        norms = [m for m in method.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms or not self.precise_bn:
+            return 0
+        n = len(tensors["y"])
+        gen = torch.Generator().manual_seed(self.seed + PRECISE_BN_STREAM)
+        rows = torch.randperm(n, generator=gen)[: self.precise_bn]
+        part = {"x": tensors["x"][rows], "y": tensors["y"][rows]}
+        modes = [(m, m.training) for m in method.modules()]
+        momenta = [m.momentum for m in norms]
+        method.eval()
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the batches below
+            m.train()
+        try:
+            for batch in self.batches(part, shuffle=False, batch_size=self.batch_size):
+                if len(batch["y"]) < 2:
+                    continue
+                with self.autocast():
+                    method.predict(batch["x"])
+        finally:
+            for m, training in modes:
+                m.train(training)
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
+        return len(norms)
 
     @torch.no_grad()
     def predict(self, method: Method, tensors: Tensors) -> torch.Tensor:

@@ -18,7 +18,7 @@ import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from shortcutlab.data.table import ImageTable
 from shortcutlab.errors import ShortcutlabError
 from shortcutlab.evaluation.metrics import evaluate_split, selection_score
 from shortcutlab.evaluation.probes import probe_rows
+from shortcutlab.evaluation.sanity import degenerate_reasons
 from shortcutlab.experiment.config import DatasetConfig, ExperimentConfig, MethodSpec
 from shortcutlab.experiment.context import Context, tensors_of
 from shortcutlab.experiment.hparams import method_hparams, validate_names
@@ -187,14 +188,34 @@ def _train_one(
     t0 = time.perf_counter()
     selection = _fit_with_selection(method, ctx, cfg, progress, f"{spec.name} seed {seed}", t0)
     rows = evaluate_method(method, table, ctx, cfg)
+    warnings = _sanity_warnings(method, ctx, selection)
+    rows.append(
+        {"split": "val", "target": "y", "metric": "degenerate", "value": float(bool(warnings))}
+    )
     results = make_results(rows, spec.name, seed)
     compute = {
         "seconds": time.perf_counter() - t0,
         "train_seconds": selection.train_seconds,
         "samples": ctx.samples_seen,
     }
-    _save_run(layout, method, spec, hp, cfg, seed, selection, compute, results)
+    _save_run(layout, method, spec, hp, cfg, seed, selection, compute, results, warnings)
     return results
+
+
+def _sanity_warnings(method: Method, ctx: Context, selection: Selection) -> list[str]:
+    """Why the selected model is degenerate (``evaluation/sanity.py``), and how selection went."""
+    probs = torch.softmax(ctx.predict(method, ctx.val), 1).numpy()
+    loss = selection.last_losses.get("loss")
+    out = [
+        f"degenerate model: {reason}"
+        for reason in degenerate_reasons(probs, ctx.val["y"].numpy(), loss, ctx.info.num_classes)
+    ]
+    if selection.tie_breaks and selection.best_score in (0.0, -np.inf):
+        out.append(
+            f"every epoch scored {selection.best_score:g} on {selection.rule}; epoch "
+            f"{selection.best_epoch} was kept for its val average accuracy"
+        )
+    return out
 
 
 def _prepare(
@@ -231,32 +252,50 @@ def _prepare(
         batch_size=cfg.train.batch_size,
         eval_batch_size=cfg.train.eval_batch_size,
         bf16=cfg.train.bf16,
+        precise_bn=cfg.train.precise_bn,
     )
     return ctx, method, hp
 
 
 @dataclass
 class Selection:
-    """Model selection on val during ``fit``: the best epoch's weights and the epoch log."""
+    """Model selection on val during ``fit``: the best epoch's weights and the epoch log.
+
+    Ties on the rule's score (every epoch's val worst group at 0, say) are broken by the val
+    average accuracy, then by the earlier epoch; ``tie_breaks`` counts the epochs where that
+    decided, and the log line of such an epoch says so.
+    """
 
     rule: str
     n_groups: int
     best_score: float = -np.inf
+    best_average: float = -np.inf
     best_epoch: int = -1
     best_state: dict[str, Any] | None = None
     train_seconds: float = 0.0
+    tie_breaks: int = 0
+    last_losses: dict[str, float] = field(default_factory=dict)
 
-    def score(self, method: Method, ctx: Context) -> float:
-        """The rule's score of the current weights on val (-inf if not finite)."""
+    def score(self, method: Method, ctx: Context) -> tuple[float, float]:
+        """(the rule's score, the val average accuracy) of the current weights; -inf if not
+        finite."""
         val = ctx.val
         probs = torch.softmax(ctx.predict(method, val), 1).numpy()
-        score = selection_score(self.rule, probs, val["y"].numpy(), val["g"].numpy(), self.n_groups)
-        return score if np.isfinite(score) else -np.inf
+        y, g = val["y"].numpy(), val["g"].numpy()
+        score = selection_score(self.rule, probs, y, g, self.n_groups)
+        average = selection_score("val_average", probs, y, g, self.n_groups)
+        score, average = (v if np.isfinite(v) else -np.inf for v in (score, average))
+        return score, average
 
-    def offer(self, epoch: int, score: float, method: Method) -> None:
-        if score > self.best_score:
-            self.best_score, self.best_epoch = score, epoch
+    def offer(self, epoch: int, score: float, average: float, method: Method) -> bool:
+        """Keep these weights if they are the best so far; True when a tie on the rule's score
+        was broken by the val average in their favour."""
+        tie = score == self.best_score and average > self.best_average
+        if score > self.best_score or tie:
+            self.best_score, self.best_average, self.best_epoch = score, average, epoch
             self.best_state = copy.deepcopy(method.state_dict())
+            self.tie_breaks += int(tie)
+        return tie
 
 
 def _fit_with_selection(
@@ -286,9 +325,14 @@ def _fit_with_selection(
 
         def on_epoch(epoch: int, losses: dict[str, float]) -> None:
             method.on_epoch_end(epoch, ctx)
-            score = selection.score(method, ctx)
-            selection.offer(epoch, score, method)
+            score, average = selection.score(method, ctx)
+            tie = selection.offer(epoch, score, average, method)
+            selection.last_losses = losses
             entry = {"epoch": epoch, **losses, cfg.select: score}
+            if cfg.select != "val_average":
+                entry["val_average"] = average
+            if tie:
+                entry["selected_by"] = f"val_average (tie on {cfg.select})"
             entry["seconds"] = time.perf_counter() - t0
             log.write(json.dumps(entry) + "\n")
             log.flush()
@@ -319,6 +363,7 @@ def _save_run(
     selection: Selection,
     compute: dict[str, Any],
     results: pd.DataFrame,
+    warnings: list[str],
 ) -> None:
     """Checkpoint, results and, last, ``done.json`` (a run without it is redone on resume)."""
     Checkpoint(
@@ -342,8 +387,30 @@ def _save_run(
         "seed": seed,
         "selected_epoch": selection.best_epoch,
         "compute": compute,
+        "warnings": warnings,
+        "meta": run_meta(method),
     }
     write_text_atomic(json.dumps(done, indent=1), layout.done)
+
+
+def run_meta(method: Method) -> dict[str, str]:
+    """When and with what a run was made (the report's run metadata)."""
+    import datetime
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ours = version("shortcutlab")
+    except PackageNotFoundError:  # a source tree on sys.path
+        ours = "unknown"
+    device = next((p.device for p in method.parameters()), torch.device("cpu"))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    return {
+        "version": ours,
+        "torch": torch.__version__,
+        "device": f"{device.type} ({name or platform.machine()})",
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def evaluate_method(
@@ -399,6 +466,9 @@ def _save_tsne(
 # the experiment
 # ---------------------------------------------------------------------------------------------
 _RESUME_KEYS = ("dataset", "train", "select", "hparams", "bootstrap")
+# settings added since with a default that changes results: the value a stored config that
+# lacks them was run with (so resuming it under today's default is refused)
+_IMPLIED_BEFORE = {("train", "precise_bn"): 0}
 
 
 def _check_resumable(layout: ExperimentLayout, cfg: ExperimentConfig) -> None:
@@ -406,6 +476,9 @@ def _check_resumable(layout: ExperimentLayout, cfg: ExperimentConfig) -> None:
     if not path.exists():
         return
     old = yaml.safe_load(path.read_text()) or {}
+    for (section, key), before in _IMPLIED_BEFORE.items():
+        if isinstance(old.get(section), dict):
+            old[section].setdefault(key, before)
     with contextlib.suppress(Exception):
         # read the stored config through today's schema, so that a setting added since (with a
         # default that changes nothing) does not count as a change
@@ -490,7 +563,6 @@ def _run_locked(
 ) -> pd.DataFrame:
     layout = ExperimentLayout(out)
     _check_resumable(layout, cfg)
-    write_text_atomic(cfg.dump(), layout.config)
     say = on_event or (lambda _msg: None)
 
     table: ImageTable | None = None
@@ -501,16 +573,27 @@ def _run_locked(
             if run.is_finished():
                 say(f"{spec.name} seed {seed}: finished before, skipped")
                 frames.append(read_results(run.results))
+                _say_warnings(run, say)
                 continue
             if table is None:
                 table = _load_announced(cfg, layout, say)
+                # written once the data loaded: a run that failed to start leaves no config
+                # behind to refuse the corrected re-run
+                write_text_atomic(cfg.dump(), layout.config)
             frames.append(train_one(table, cfg, spec, seed, run, progress))
             say(f"{spec.name} seed {seed}: done")
+            _say_warnings(run, say)
     results = (
         pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RESULT_COLUMNS)
     )
     write_csv_atomic(results, layout.results)
     return results
+
+
+def _say_warnings(run: RunLayout, say: Callable[[str], None]) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        for warning in json.loads(run.done.read_text()).get("warnings", []):
+            say(f"{run.method} seed {run.seed}: WARNING {warning}")
 
 
 def _load_announced(
