@@ -59,7 +59,8 @@ def test_model_selection_looks_at_val_only(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "selection_score", spy)
     runner.train_one(table, cfg, cfg.methods[0], 0, tmp_path / "run")
     n_val = int((table.meta.split == "val").sum())
-    assert seen == [n_val] * cfg.train.epochs
+    # every epoch: the rule's score and the val average (the tie-break), both on val alone
+    assert seen == [n_val] * (2 * cfg.train.epochs)
 
 
 def test_holdout_is_disjoint_and_stratified():
