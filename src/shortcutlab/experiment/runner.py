@@ -61,19 +61,26 @@ def load_dataset(cfg: DatasetConfig) -> ImageTable:
     if cfg.name == "csv":
         return load_csv_dataset(
             cfg.root,
-            cfg.metadata,
-            cfg.label,
-            cfg.image_column,
-            cfg.attributes or [],
-            cfg.image_size,
-            cfg.mask_column,
-            cfg.correlation,
-            cfg.seed,
-            cfg.fractions,
+            metadata=cfg.metadata,
+            label=cfg.label,
+            image_column=cfg.image_column,
+            attributes=cfg.attributes or [],
+            image_size=cfg.image_size,
+            mask_column=cfg.mask_column,
+            correlation=cfg.correlation,
+            seed=cfg.seed,
+            fractions=cfg.fractions,
+            min_group_size=cfg.min_group_size,
         )
     if cfg.name == "npz":
         return load_npz_dataset(
-            cfg.path, cfg.attributes or [], cfg.image_size, cfg.correlation, cfg.seed, cfg.fractions
+            cfg.path,
+            attributes=cfg.attributes or [],
+            image_size=cfg.image_size,
+            correlation=cfg.correlation,
+            seed=cfg.seed,
+            fractions=cfg.fractions,
+            min_group_size=cfg.min_group_size,
         )
     return make_synthetic(
         cfg.name,
@@ -526,6 +533,8 @@ def _load_announced(
     say(
         f"data: {table.name}, {len(table)} images, splits {counts} ({time.perf_counter() - t:.1f}s)"
     )
-    split_report(table.meta, table.attributes).counts.to_csv(layout.split_counts)
+    split_report(table.meta, table.attributes, table.attribute_values).counts.to_csv(
+        layout.split_counts
+    )
     save_sample_grid(table, layout.samples)
     return table
