@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import write_config, write_csv_dataset
+from conftest import run_cli, write_config, write_csv_dataset
 from PIL import Image
 
 from shortcutlab.data.sources import load_csv_dataset, load_npz_dataset
 from shortcutlab.data.splits import build_splits
 from shortcutlab.errors import ShortcutlabError
 from shortcutlab.experiment import runner
-from shortcutlab.experiment.config import load_config
+from shortcutlab.experiment.config import MethodSpec, load_config
 
 
 def _twelve_bit(size: int, seed: int) -> np.ndarray:
@@ -175,3 +175,62 @@ def test_min_group_size_is_a_config_option_the_loader_uses(tmp_path):
     assert "(dataset.min_group_size)" in warn[0] and "site=A" in warn[0]
     with pytest.raises(ShortcutlabError, match=r"min_group_size.*greater than or equal to 1"):
         load_config(write_config(tmp_path / "c.yaml", root), overrides=["dataset.min_group_size=0"])
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. an empty training group
+# ---------------------------------------------------------------------------------------------
+def _without_train_group(root: Path) -> Path:
+    """Move the train rows of (y=1, site=B) to val: train has no image of that group."""
+    meta = pd.read_csv(root / "metadata.csv")
+    gone = (meta["split"] == "train") & (meta["y"] == 1) & (meta["site"] == "B")
+    meta.loc[gone, "split"] = "val"
+    meta.to_csv(root / "metadata.csv", index=False)
+    return root
+
+
+def test_group_methods_refuse_an_empty_training_group_and_erm_warns(tmp_path):
+    root = _without_train_group(write_csv_dataset(tmp_path / "d", n=120))
+    cfg = write_config(tmp_path / "c.yaml", root, methods=["erm", "groupdro"])
+    cfg = load_config(cfg, overrides=["train.epochs=1", "bootstrap=0"])
+    table = runner.load_dataset(cfg.dataset)
+    sentence = r"^groupdro needs every \(y, site\) group in train; y=1,site=B has no training image"
+    with pytest.raises(ShortcutlabError, match=sentence):
+        runner.train_one(table, cfg, MethodSpec(name="groupdro"), 0, tmp_path / "dro")
+    for name in ("rebalance", "groupdistil", "dfr"):
+        with pytest.raises(ShortcutlabError, match=rf"^{name} needs every \(y, site\) group"):
+            runner._prepare(
+                table,
+                cfg,
+                MethodSpec(name=name),
+                0,
+                runner.RunLayout.single(tmp_path / name, name, 0),
+            )
+    layout = runner.RunLayout.single(tmp_path / "erm", "erm", 0)
+    layout.dir.mkdir(parents=True)
+    *_, warnings = runner._prepare(table, cfg, MethodSpec(name="erm"), 0, layout)
+    results = runner.train_one(table, cfg, MethodSpec(name="erm"), 0, tmp_path / "erm")
+    assert len(results) > 0  # erm runs
+    assert len(warnings) == 1 and warnings[0].startswith(
+        "warning: erm trains without group y=1,site=B"
+    )
+
+
+def test_the_cli_stops_with_the_sentence_and_split_counts_use_category_names(tmp_path, capsys):
+    root = _without_train_group(write_csv_dataset(tmp_path / "d", n=120))
+    cfg = write_config(tmp_path / "c.yaml", root, methods=["groupdro", "erm"])
+    code, out, err = run_cli(["run", cfg, "--out", tmp_path / "out", "--quiet"], capsys)
+    assert code == 2
+    said = " ".join((out + err).split())
+    assert "groupdro needs every (y, site) group in train; y=1,site=B has no training" in said
+    counts = pd.read_csv(tmp_path / "out" / "split_counts.csv", index_col=0)
+    assert "y=1,site=B" in counts.index  # written when the data was loaded, with the names
+
+
+def test_a_value_absent_from_train_is_excused():
+    from shortcutlab.data.grouping import Grouper, empty_train_groups
+
+    # site C only outside train (a target domain, a held-out site): its groups are not "empty"
+    grouper = Grouper(2, ("site",), (3,), {"site": ["A", "B", "C"]})
+    train_g = grouper.ids(np.array([0, 0, 1]), np.array([[0], [1], [0]]))
+    assert empty_train_groups(train_g, grouper) == ["y=1,site=B"]

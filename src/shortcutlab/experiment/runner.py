@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 import yaml
 
+from shortcutlab.data.grouping import Grouper, empty_train_groups
 from shortcutlab.data.sources import load_csv_dataset, load_npz_dataset, make_synthetic
 from shortcutlab.data.table import ImageTable
 from shortcutlab.errors import ShortcutlabError
@@ -190,7 +191,7 @@ def _train_one(
     if layout.dir.exists():
         shutil.rmtree(layout.dir)  # an interrupted run is redone from scratch
     layout.dir.mkdir(parents=True)
-    ctx, method, hp = _prepare(table, cfg, spec, seed, layout)
+    ctx, method, hp, _group_warnings = _prepare(table, cfg, spec, seed, layout)
     t0 = time.perf_counter()
     selection = _fit_with_selection(method, ctx, cfg, progress, f"{spec.name} seed {seed}", t0)
     rows = evaluate_method(method, table, ctx, cfg)
@@ -204,10 +205,36 @@ def _train_one(
     return results
 
 
+def check_train_groups(method: type[Method], name: str, train_g, grouper: Grouper) -> list[str]:
+    """Warnings (``"warning: ..."``) about groups with no training image; for a method that
+    ``needs_every_group`` a ``ShortcutlabError`` naming them instead. Which groups count:
+    ``empty_train_groups`` (a value absent from train altogether, e.g. a target domain, is
+    excused)."""
+    empty = empty_train_groups(np.asarray(train_g), grouper)
+    if not empty:
+        return []
+    groups = ", ".join(["y", *grouper.attributes])
+    names = empty[0] if len(empty) == 1 else ", ".join(empty[:-1]) + " and " + empty[-1]
+    one = len(empty) == 1
+    if method.needs_every_group:
+        raise ShortcutlabError(
+            f"{name} needs every ({groups}) group in train; {names} {'has' if one else 'have'} "
+            f"no training image (give the train split images of {'it' if one else 'them'}: "
+            "more data, fewer dataset.attributes or a lower dataset.correlation; or leave "
+            f"{name} out)"
+        )
+    return [
+        f"warning: {name} trains without group{'' if one else 's'} {names} (no training "
+        "image); accuracy on such a group measures how the model extrapolates to a group it "
+        "never saw"
+    ]
+
+
 def _prepare(
     table: ImageTable, cfg: ExperimentConfig, spec: MethodSpec, seed: int, layout: RunLayout
-) -> tuple[Context, Method, dict[str, Any]]:
-    """The run's data (train, its holdout, val, unlabelled target images), method and context."""
+) -> tuple[Context, Method, dict[str, Any], list[str]]:
+    """The run's data (train, its holdout, val, unlabelled target images), method, context and
+    warnings about the training data (``check_train_groups``, which may refuse the method)."""
     device = resolve_device(cfg.train.device)
     _seed_everything(seed)
     cls = get_method(spec.registry_name)
@@ -219,6 +246,7 @@ def _prepare(
         holdout = tensors_of(train_table.select(hold))
         train_table = train_table.select(keep)
     train = tensors_of(train_table)
+    warnings = check_train_groups(cls, spec.name, train["g"].numpy(), table.grouper)
     steps = max(1, len(train["y"]) // cfg.train.batch_size)
     info = task_info(table, cfg, steps)
     _seed_everything(seed)
@@ -239,7 +267,7 @@ def _prepare(
         eval_batch_size=cfg.train.eval_batch_size,
         bf16=cfg.train.bf16,
     )
-    return ctx, method, hp
+    return ctx, method, hp, warnings
 
 
 @dataclass
