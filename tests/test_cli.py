@@ -72,9 +72,9 @@ def test_csv_dataset_without_split_column_gets_built_splits(tmp_path, capsys):
     assert code == 0, err
     counts = pd.read_csv(tmp_path / "out" / "split_counts.csv", index_col=0)
     assert set(counts.columns) == {"train", "val", "inv", "bal"}
-    # train has the shortcut, inv the opposite
-    assert counts.loc["y=0,site=0", "train"] > counts.loc["y=0,site=1", "train"]
-    assert counts.loc["y=0,site=0", "inv"] < counts.loc["y=0,site=1", "inv"]
+    # train has the shortcut, inv the opposite; groups named by the CSV's categories
+    assert counts.loc["y=0,site=A", "train"] > counts.loc["y=0,site=B", "train"]
+    assert counts.loc["y=0,site=A", "inv"] < counts.loc["y=0,site=B", "inv"]
 
 
 def _bad(tmp_path, mutate):
@@ -114,7 +114,7 @@ def _empty_group(root, meta):
         (_missing_file, r"image 'images/5\.png' \(column 'path'\) does not exist"),
         (lambda r, m: m.drop(columns="site"), r"has no column 'site'"),
         (_non_integer, r"row 4: label 'y' must be an integer class id, got 'maybe'"),
-        (_empty_group, r"group y=1,site=0 has no images|single value"),
+        (_empty_group, r"group y=1,site=A has no images|single value"),
     ],
 )
 def test_bad_data_gives_one_sentence_and_exit_2(tmp_path, capsys, mutate, message):

@@ -80,3 +80,39 @@ class Grouper:
         for attr, card in zip(self.attributes, self.cardinalities):
             names = [f"{n},{attr}={self.value_name(attr, v)}" for n in names for v in range(card)]
         return names
+
+    def decode(self, gid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(y, z)`` of group ids (the inverse of ``ids``): y (N,), z (N, k)."""
+        gid = np.asarray(gid, dtype=np.int64).copy()
+        z = np.zeros((len(gid), len(self.cardinalities)), dtype=np.int64)
+        for j in reversed(range(len(self.cardinalities))):
+            gid, z[:, j] = np.divmod(gid, self.cardinalities[j])
+        return gid, z
+
+
+def empty_train_groups(train_g: np.ndarray, grouper: Grouper) -> list[str]:
+    """Names of the groups with no training row, among those the training split could have.
+
+    A group ``(y, z1..zk)`` counts when its class and each of its attribute values occur in
+    ``train_g`` (some training row has that class, some has that value): the check is about
+    combinations the training split lacks. A value with no training row at all is excused, since
+    that is a domain the model never sees by design (the target site of a domain shift, whose
+    rows are in the splits ``target`` and ``target_unlabelled``, or a site kept for testing);
+    the loaders already refuse a train split with a single class or a single value of an
+    attribute. With no attributes, the groups are the classes and all present ones count.
+    """
+    train_g = np.asarray(train_g, dtype=np.int64)
+    present = set(np.unique(train_g).tolist())
+    y, z = grouper.decode(np.array(sorted(present), dtype=np.int64))
+    classes = set(y.tolist())
+    seen = [set(z[:, j].tolist()) for j in range(z.shape[1])]
+    all_ids = np.arange(grouper.num_groups)
+    ay, az = grouper.decode(all_ids)
+    names = grouper.names()
+    out = []
+    for g in all_ids.tolist():
+        if g in present or int(ay[g]) not in classes:
+            continue
+        if all(int(az[g, j]) in seen[j] for j in range(az.shape[1])):
+            out.append(names[g])
+    return out

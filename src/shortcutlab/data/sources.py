@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shortcutlab.data.splits import build_splits, design_split_cells
+from shortcutlab.data.splits import (
+    build_splits,
+    design_split_cells,
+    small_group_warnings,
+    split_order,
+    split_report,
+)
 from shortcutlab.data.table import ImageTable
 from shortcutlab.data.target_domain import target_domain_defaults
 from shortcutlab.errors import ShortcutlabError
@@ -113,16 +119,61 @@ def make_synthetic(
 # --------------------------------------------------------------------------------------------
 # user data: CSV + image folder
 # --------------------------------------------------------------------------------------------
-def _read_image(path: Path, image_size: int, mode: str | None) -> np.ndarray:
+_GRAY_MODES = ("1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N")
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+def _high_bit(mode: str) -> bool:
+    """A PIL mode with more than 8 bits per pixel: 16-bit (``I;16...``), 32-bit int, float."""
+    return mode in ("I", "F") or mode.startswith("I;16")
+
+
+class Conversions:
+    """What reading a data set's images changed, counted once per kind for one summary.
+
+    ``add(kind, path, detail)`` counts an image; ``notes(total)`` gives one line per kind,
+    naming the first image and its detail (e.g. its original size), for ``ImageTable.notes``.
+    """
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.first: dict[str, str] = {}
+
+    def add(self, kind: str, path: Path | str, detail: str = "", n: int = 1) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + n
+        if kind not in self.first:
+            self.first[kind] = f"{Path(path).name}{', ' + detail if detail else ''}"
+
+    def notes(self, total: int) -> list[str]:
+        return [
+            f"images: {n} of {total} {kind} (e.g. {self.first[kind]})"
+            for kind, n in self.counts.items()
+        ]
+
+
+def _read_image(
+    path: Path, image_size: int, mode: str | None, conversions: Conversions | None = None
+) -> np.ndarray:
+    """One image as uint8 (C, H, W) at ``image_size`` square, in ``mode`` ("L" or "RGB"; None:
+    the image's own, grayscale or colour).
+
+    16-bit, 32-bit and float images are scaled to 8 bits by each image's 0.5-99.5 percentile
+    range, as DICOM and NIfTI are (``_to_uint8``); a plain conversion would clip them at 255.
+    Each change (bit depth, alpha dropped, grayscale/colour, resize, aspect) is counted in
+    ``conversions``.
+    """
     from PIL import Image, UnidentifiedImageError
 
+    conv = conversions or Conversions()
     suffix = path.suffix.lower()
     try:
         if suffix == ".dcm":
             arr = _read_dicom(path)
+            conv.add(_SCALED.format(what="DICOM"), path)
             img = Image.fromarray(arr)
         elif suffix in (".nii", ".gz"):
             arr = _read_nifti(path)
+            conv.add(_SCALED.format(what="NIfTI"), path)
             img = Image.fromarray(arr)
         else:
             img = Image.open(path)
@@ -131,11 +182,53 @@ def _read_image(path: Path, image_size: int, mode: str | None) -> np.ndarray:
         raise
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise ShortcutlabError(f"cannot read image {path}: {exc}") from None
-    img = img.convert(mode or ("L" if img.mode in ("L", "I", "I;16", "F", "1") else "RGB"))
+    if _high_bit(img.mode):
+        raw = np.asarray(img)
+        conv.add(
+            _SCALED.format(what=f"{_depth_name(img.mode)} ({img.mode})"),
+            path,
+            f"values {raw.min():.4g} to {raw.max():.4g}",
+        )
+        img = Image.fromarray(_to_uint8(raw))
+    if img.mode in _ALPHA_MODES or "transparency" in img.info:
+        conv.add("had an alpha channel (transparency), dropped", path, img.mode)
+    own = "L" if img.mode in _GRAY_MODES else "RGB"
+    if mode is not None and mode != own:
+        what = "colour converted to grayscale" if mode == "L" else "grayscale converted to RGB"
+        conv.add(f"{what} to match the first image", path)
+    img = img.convert(mode or own)
     if img.size != (image_size, image_size):
+        w, h = img.size
+        conv.add(f"resized to {image_size}x{image_size}", path, f"{w}x{h}")
+        if w != h:
+            conv.add("not square: stretched to a square (aspect ratio changed)", path, f"{w}x{h}")
         img = img.resize((image_size, image_size), Image.BILINEAR)
     arr = np.asarray(img, dtype=np.uint8)
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+_SCALED = "{what} scaled to 8 bits by each image's 0.5-99.5 percentile range"
+
+
+def _depth_name(mode: str) -> str:
+    return {"I": "32-bit integer", "F": "float"}.get(mode, "16-bit")
+
+
+def _read_mask(path: Path, image_size: int) -> np.ndarray:
+    """An ROI mask as bool (H, W) at ``image_size``: nonzero is the region, at any bit depth."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(path)
+        img.load()
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ShortcutlabError(f"cannot read mask {path}: {exc}") from None
+    if _high_bit(img.mode):  # 0/1 masks in 16 bits must not be clipped or rescaled
+        img = Image.fromarray(((np.asarray(img) != 0) * 255).astype(np.uint8))
+    img = img.convert("L")
+    if img.size != (image_size, image_size):
+        img = img.resize((image_size, image_size), Image.BILINEAR)
+    return np.asarray(img) > 0
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -168,7 +261,8 @@ def _read_nifti(path: Path) -> np.ndarray:
 
 
 def _encode_column(df: pd.DataFrame, col: str, source: str) -> tuple[np.ndarray, list]:
-    """Integer codes for an attribute column; string categories are coded in sorted order."""
+    """Integer codes for an attribute column and the category of each code: codes 0..k-1 are
+    kept, other integers are coded in numeric order, anything else in sorted string order."""
     values = df[col]
     if values.isna().any():
         row = int(np.flatnonzero(values.isna().to_numpy())[0])
@@ -177,6 +271,8 @@ def _encode_column(df: pd.DataFrame, col: str, source: str) -> tuple[np.ndarray,
         cats = sorted(values.astype(int).unique().tolist())
         if cats == list(range(len(cats))):
             return values.astype(int).to_numpy(), cats
+        code = {c: i for i, c in enumerate(cats)}  # numeric order: 2 before 10
+        return values.astype(int).map(code).to_numpy(dtype=int), cats
     cats = sorted(values.astype(str).unique().tolist())
     code = {c: i for i, c in enumerate(cats)}
     return values.astype(str).map(code).to_numpy(dtype=int), cats
@@ -240,8 +336,14 @@ def load_csv_dataset(
     correlation: float = 0.9,
     seed: int = 0,
     fractions: dict[str, float] | None = None,
+    min_group_size: int = 10,
 ) -> ImageTable:
-    """Load ``root/metadata`` (one row per image, paths relative to ``root``) and its images."""
+    """Load ``root/metadata`` (one row per image, paths relative to ``root``) and its images.
+
+    The table's ``notes`` say what loading did: images converted (bit depth, channels, alpha,
+    resize, aspect), labels renumbered, the splits (given or built, rows kept and dropped) and,
+    as ``"warning: ..."``, groups with fewer than ``min_group_size`` images in a split.
+    """
     root = Path(root)
     csv_path = root / metadata
     if not root.is_dir():
@@ -268,10 +370,8 @@ def load_csv_dataset(
         raise ShortcutlabError(
             f"{csv_path} row {r + 2}: label '{label}' must be an integer class id, got '{df[label].iloc[r]}'"
         )
-    y = y_raw.astype(int).to_numpy()
-    if y.min() < 0:
-        raise ShortcutlabError(f"{csv_path}: label '{label}' must be >= 0")
-    num_classes = int(y.max()) + 1
+    notes: list[str] = []
+    y, num_classes = _class_ids(y_raw.astype(int).to_numpy(), label, notes)
     meta = pd.DataFrame({"y": y})
     attribute_values = {}
     for a in attributes:
@@ -289,10 +389,22 @@ def load_csv_dataset(
                 f"(found: {', '.join(sorted(set(splits)))})"
             )
         realised = meta
+        notes += _given_split_notes(meta, attributes, attribute_values, min_group_size)
     else:
-        realised, _ = build_splits(meta, attributes, num_classes, correlation, seed, fractions)
+        realised, report = build_splits(
+            meta,
+            attributes,
+            num_classes,
+            correlation,
+            seed,
+            fractions,
+            values=attribute_values,
+            min_group_size=min_group_size,
+        )
+        notes += report.notes
 
     images, masks, mode = [], [], None
+    conversions = Conversions()
     has_mask = mask_column in realised.columns
     for i, rel in enumerate(realised[image_column].astype(str)):
         path = root / rel
@@ -300,7 +412,7 @@ def load_csv_dataset(
             raise ShortcutlabError(
                 f"{csv_path}: image '{rel}' (column '{image_column}') does not exist"
             )
-        arr = _read_image(path, image_size, mode)
+        arr = _read_image(path, image_size, mode, conversions)
         mode = mode or ("L" if arr.shape[0] == 1 else "RGB")
         images.append(arr)
         if (
@@ -311,7 +423,7 @@ def load_csv_dataset(
             mpath = root / realised[mask_column].iloc[i]
             if not mpath.is_file():
                 raise ShortcutlabError(f"{csv_path}: mask '{mpath}' does not exist")
-            masks.append(_read_image(mpath, image_size, "L")[0] > 0)
+            masks.append(_read_mask(mpath, image_size))
         else:
             masks.append(None)
     mask_arr = None
@@ -327,7 +439,39 @@ def load_csv_dataset(
         attribute_values,
     )
     _check_groups(table, str(csv_path))
+    table.notes = conversions.notes(len(images)) + notes
     return table
+
+
+def _class_ids(y: np.ndarray, label: str, notes: list[str]) -> tuple[np.ndarray, int]:
+    """Class ids 0..K-1 and K. Labels that are not already 0..K-1 (e.g. 1 and 2, or -1 and 1)
+    become the classes 0..K-1 in numeric order, and a note says so: every result names the
+    classes by these ids."""
+    values = np.unique(y)
+    if values.tolist() == list(range(len(values))):
+        return y, len(values)
+    mapping = ", ".join(f"{v} -> {i}" for i, v in enumerate(values.tolist()))
+    notes.append(
+        f"labels: '{label}' takes the values {', '.join(map(str, values.tolist()))}, not "
+        f"0..{len(values) - 1}; they are the classes {mapping} (in numeric order), and every "
+        "result names the classes by these ids (y=0, y=1, ...)"
+    )
+    return np.searchsorted(values, y), len(values)
+
+
+def _given_split_notes(
+    meta: pd.DataFrame,
+    attributes: list[str],
+    values: dict[str, list],
+    min_group_size: int,
+    where: str = "the 'split' column",
+) -> list[str]:
+    """Notes for splits the user gave: their sizes, and small groups as warnings."""
+    sizes = meta["split"].value_counts()
+    per_split = ", ".join(f"{s} {int(sizes[s])}" for s in split_order(meta["split"]))
+    notes = [f"splits: taken from {where} ({per_split}); dataset.correlation is not used"]
+    counts = split_report(meta, attributes, values).counts
+    return notes + small_group_warnings(counts, min_group_size)
 
 
 def _check_groups(table: ImageTable, source: str) -> None:
@@ -353,10 +497,15 @@ def load_npz_dataset(
     correlation: float = 0.9,
     seed: int = 0,
     fractions: dict[str, float] | None = None,
+    min_group_size: int = 10,
 ) -> ImageTable:
     """MedMNIST layout: ``{split}_images`` (N, H, W[, C]) and ``{split}_labels`` (N,) or (N, 1);
     attributes as extra arrays ``{split}_{attribute}``. With ``attributes`` and no ``inv``
     split in the file, all rows are pooled and re-split at the configured correlation.
+
+    Images that are not uint8 are scaled to 8 bits by each image's 0.5-99.5 percentile range
+    (as DICOM is), unless they are integers within 0..255 already. ``notes`` as for
+    ``load_csv_dataset``.
     """
     path = Path(path)
     if not path.is_file():
@@ -370,10 +519,11 @@ def load_npz_dataset(
         raise ShortcutlabError(f"{path} has no '<split>_images' arrays (MedMNIST layout)")
     attributes = list(attributes or [])
     imgs, metas = [], []
+    conversions = Conversions()
     for s in splits:
         if f"{s}_labels" not in data.files:
             raise ShortcutlabError(f"{path} has '{s}_images' but no '{s}_labels'")
-        x = data[f"{s}_images"]
+        x = _npz_to_uint8(data[f"{s}_images"], f"{s}_images", conversions)
         x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
         meta = pd.DataFrame(
             {"y": np.asarray(data[f"{s}_labels"]).reshape(len(x), -1)[:, 0].astype(int)}
@@ -386,7 +536,14 @@ def load_npz_dataset(
         imgs.append(x)
         metas.append(meta)
     images = np.concatenate(imgs)
-    if images.shape[-1] != image_size:
+    if images.shape[-2:] != (image_size, image_size):
+        h, w = images.shape[-2:]
+        n = len(images)
+        conversions.add(f"resized to {image_size}x{image_size}", path, f"{w}x{h}", n)
+        if w != h:
+            conversions.add(
+                "not square: stretched to a square (aspect ratio changed)", path, f"{w}x{h}", n
+            )
         import torch
         import torch.nn.functional as F
 
@@ -396,16 +553,50 @@ def load_npz_dataset(
         )
         images = images.round().clamp(0, 255).to(torch.uint8).numpy()
     meta = pd.concat(metas, ignore_index=True)
-    num_classes = int(meta["y"].max()) + 1
+    n_loaded = len(meta)
+    notes: list[str] = []
+    meta["y"], num_classes = _class_ids(meta["y"].to_numpy(), "labels", notes)
     if attributes and "inv" not in splits:
         meta["_row"] = np.arange(len(meta))
-        meta, _ = build_splits(
-            meta.drop(columns="split"), attributes, num_classes, correlation, seed, fractions
+        meta, report = build_splits(
+            meta.drop(columns="split"),
+            attributes,
+            num_classes,
+            correlation,
+            seed,
+            fractions,
+            min_group_size=min_group_size,
         )
+        notes += report.notes
         images = images[meta.pop("_row").to_numpy()]
+    else:
+        where = "the file's <split>_images arrays"
+        notes += _given_split_notes(meta, attributes, {}, min_group_size, where)
     table = ImageTable(images.astype(np.uint8), meta, attributes, num_classes, None, path.stem)
     _check_groups(table, str(path))
+    table.notes = conversions.notes(n_loaded) + notes
     return table
+
+
+def _npz_to_uint8(x: np.ndarray, name: str, conversions: Conversions) -> np.ndarray:
+    """An npz image array as uint8: as is when it already is, or holds integers in 0..255;
+    else each image scaled by its own 0.5-99.5 percentile range (a cast would wrap 16-bit
+    values around 256 and turn floats in [0, 1] black)."""
+    if x.dtype == np.uint8:
+        return x
+    if x.dtype == np.bool_:
+        return x.astype(np.uint8) * 255
+    if np.issubdtype(x.dtype, np.integer) and x.size and x.min() >= 0 and x.max() <= 255:
+        return x.astype(np.uint8)
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise ShortcutlabError(f"array '{name}' holds {x.dtype}, not image intensities")
+    what = _SCALED.format(what=f"{x.dtype} images")
+    detail = f"values {x.min():.4g} to {x.max():.4g}" if x.size else ""
+    out = np.empty(x.shape, np.uint8)
+    for i in range(len(x)):
+        out[i] = _to_uint8(x[i])
+    conversions.add(what, name, detail, len(x))
+    return out
 
 
 def describe_synthetic() -> list[dict[str, Any]]:

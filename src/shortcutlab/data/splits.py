@@ -15,7 +15,8 @@ the rarest cell allows.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -30,8 +31,9 @@ def _check_cardinalities(num_classes: int, cardinalities: dict[str, int]) -> Non
         if card != num_classes:
             raise ShortcutlabError(
                 f"attribute '{attr}' has {card} values but the label has {num_classes} classes; "
-                "a correlated split needs as many values as classes (binarise the attribute or "
-                "give the metadata a 'split' column)"
+                "a correlated split pairs the i-th class with the attribute's i-th category "
+                "(correlation = P(z = y)), so it needs as many values as classes (binarise the "
+                "attribute or give the metadata a 'split' column)"
             )
 
 
@@ -61,13 +63,46 @@ def cell_probabilities(
 
 @dataclass
 class SplitReport:
-    """Realised cell counts per split: a table a user can read to trust the benchmark."""
+    """Realised cell counts per split: a table a user can read to trust the benchmark.
+
+    ``notes``: one-line sentences for the user (rows kept and dropped, the group that limits the
+    split, the category order behind ``correlation``); warnings start with ``"warning: "``.
+    """
 
     counts: pd.DataFrame  # index: cell label; columns: splits
+    notes: list[str] = field(default_factory=list)
 
 
-def _cell_label(attributes: list[str], cell: tuple[int, ...]) -> str:
-    return ",".join([f"y={cell[0]}"] + [f"{a}={v}" for a, v in zip(attributes, cell[1:])])
+def _value_name(values: Mapping[str, Sequence] | None, attr: str, code: int) -> str:
+    names = (values or {}).get(attr)
+    if names is not None and 0 <= code < len(names):
+        return str(names[code])
+    return str(code)
+
+
+def _cell_label(
+    attributes: list[str], cell: tuple[int, ...], values: Mapping[str, Sequence] | None = None
+) -> str:
+    """``y=1,site=B``: the user's category names where ``values`` has them, else the codes."""
+    return ",".join(
+        [f"y={cell[0]}"]
+        + [f"{a}={_value_name(values, a, v)}" for a, v in zip(attributes, cell[1:])]
+    )
+
+
+def correlation_alignment(
+    attributes: list[str], num_classes: int, values: Mapping[str, Sequence] | None = None
+) -> str:
+    """What ``z = y`` means for these attributes: ``y=0 with site=A, y=1 with site=B``.
+
+    An attribute's code i is its i-th category in sorted order, and ``z = y`` means the same
+    code, so ``correlation`` pairs the i-th class with the i-th category of every attribute.
+    """
+    parts = []
+    for a in attributes:
+        pairs = ", ".join(f"y={c} with {a}={_value_name(values, a, c)}" for c in range(num_classes))
+        parts.append(pairs)
+    return "; ".join(parts)
 
 
 def design_split_cells(
@@ -110,36 +145,59 @@ def build_splits(
     seed: int = 0,
     fractions: dict[str, float] | None = None,
     min_cell: int = 1,
+    values: Mapping[str, Sequence] | None = None,
+    min_group_size: int = 1,
 ) -> tuple[pd.DataFrame, SplitReport]:
     """Assign rows of ``meta`` to train/val/inv/bal at ``correlation``; drop the rows not needed.
 
-    The split sizes are scaled so that the rarest cell is used up and no cell is oversubscribed.
-    Raises a ``ShortcutlabError`` naming the cell when a needed cell has fewer than ``min_cell``
-    rows in some split.
+    ``correlation`` is ``P(z = y)`` in train and val: code i of an attribute (its i-th category
+    in sorted order, ``values[attr][i]``) goes with class i. The design fixes every group's share
+    of every split (classes equally frequent), so the group with the fewest images for its
+    share, the *limiting group*, is used up and sets the size of every split; the surplus of the
+    other groups is dropped. Nothing is oversubscribed: no group is asked for more rows than it
+    has, and every ``bal`` group gets the same number. Group names use ``values`` (the user's
+    category names) where given.
+
+    Raises a ``ShortcutlabError`` naming the limiting group when a needed group would get fewer
+    than ``min_cell`` rows in some split. The report's ``notes`` say what was kept and dropped
+    and why, and warn (``"warning: ..."``) about groups with fewer than ``min_group_size``
+    images in a split.
     """
     fractions = fractions or DEFAULT_FRACTIONS
-    cards = {a: int(meta[a].max()) + 1 for a in attributes}
+    cards = {a: max(int(meta[a].max()) + 1, len((values or {}).get(a, ()))) for a in attributes}
     _check_cardinalities(num_classes, cards)
     cell_of_row = list(zip(meta["y"].astype(int), *[meta[a].astype(int) for a in attributes]))
-    available = pd.Series(cell_of_row).value_counts().to_dict()
+    available = pd.Series(cell_of_row, dtype=object).value_counts().to_dict()
     probs = {s: cell_probabilities(s, num_classes, cards, correlation) for s in fractions}
     cells = list(next(iter(probs.values())))
     demand = {c: sum(fractions[s] * probs[s][c] for s in fractions) for c in cells}
+
+    def label(c: tuple[int, ...]) -> str:
+        return _cell_label(attributes, c, values)
+
     for c in cells:
         if demand[c] > 0 and available.get(c, 0) == 0:
             raise ShortcutlabError(
-                f"group {_cell_label(attributes, c)} has no images; every (label, attribute) "
-                "group needs images to build the inv and bal splits"
+                f"group {label(c)} has no images; every (label, attribute) group needs images "
+                "to build the inv and bal splits (or give the data its own splits: a 'split' "
+                "column in the CSV)"
             )
-    scale = min(available.get(c, 0) / demand[c] for c in cells if demand[c] > 0)
-    wanted = {s: _largest_remainder(int(scale * fractions[s]), probs[s]) for s in fractions}
+    ratio = {c: available.get(c, 0) / demand[c] for c in cells if demand[c] > 0}
+    scale = min(ratio.values())
+    # the limiting group(s): used up by the design; ties are named together
+    limiting = [c for c in ratio if ratio[c] <= scale * (1 + 1e-9)]
+    lim_text = _limiting_text(limiting, available, label)
+    wanted = _realisable_counts(scale, fractions, probs, cells, available)
     for s in fractions:
         for c in cells:
             if probs[s][c] > 0 and wanted[s][c] < min_cell:
                 raise ShortcutlabError(
-                    f"the {s} split would get only {wanted[s][c]} image(s) of group "
-                    f"{_cell_label(attributes, c)} (at least {min_cell} needed); add images of "
-                    "the rarest group or lower dataset.correlation"
+                    f"the {s} split would get only {wanted[s][c]} image(s) of group {label(c)} "
+                    f"(at least {min_cell} needed): the design at correlation {correlation:g} "
+                    f"(P(z = y), pairing {correlation_alignment(attributes, num_classes, values)}"
+                    f") uses up {lim_text} at {int(scale)} rows in all; add images of "
+                    f"{' or '.join(label(c) for c in limiting)} or give the data its own "
+                    "splits (a 'split' column in the CSV)"
                 )
     rng = np.random.default_rng(seed)
     split = np.full(len(meta), "", dtype=object)
@@ -150,18 +208,143 @@ def build_splits(
         rows = rng.permutation(rows)
         start = 0
         for s in fractions:
-            n = min(wanted[s].get(c, 0), len(rows) - start)
+            n = wanted[s].get(c, 0)
             split[rows[start : start + n]] = s
             start += n
     out = meta.copy()
     out["split"] = split
     out = out[out["split"] != ""].reset_index(drop=True)
-    return out, split_report(out, attributes)
+    report = split_report(out, attributes, values)
+    report.notes += _build_notes(
+        meta, out, attributes, num_classes, correlation, values, available, lim_text, label
+    )
+    report.notes += small_group_warnings(report.counts, min_group_size)
+    return out, report
 
 
-def split_report(meta: pd.DataFrame, attributes: list[str]) -> SplitReport:
+def _realisable_counts(
+    scale: float,
+    fractions: dict[str, float],
+    probs: dict[str, dict[tuple[int, ...], float]],
+    cells: list[tuple[int, ...]],
+    available: dict[tuple[int, ...], int],
+) -> dict[str, dict[tuple[int, ...], int]]:
+    """Rows per (split, group) for ``scale`` rows in all: each group's share rounded down, then
+    the rows left by rounding handed out by largest remainder to groups that still have images
+    (never to ``bal``, whose groups stay equal). No group is asked for more than it has."""
+    n_split = {s: int(scale * fractions[s]) for s in fractions}
+    raw = {s: {c: n_split[s] * probs[s][c] for c in cells} for s in fractions}
+    wanted = {s: {c: int(np.floor(raw[s][c] + 1e-9)) for c in cells} for s in fractions}
+    spare = {c: available.get(c, 0) - sum(wanted[s][c] for s in fractions) for c in cells}
+    for s in fractions:
+        if s == "bal":
+            continue
+        left = n_split[s] - sum(wanted[s].values())
+        for c in sorted(cells, key=lambda c: raw[s][c] - wanted[s][c], reverse=True):
+            if left <= 0:
+                break
+            if probs[s][c] > 0 and spare[c] > 0:
+                wanted[s][c] += 1
+                spare[c] -= 1
+                left -= 1
+    return wanted
+
+
+def _limiting_text(limiting: list[tuple[int, ...]], available: dict, label) -> str:
+    """``group y=1,site=A (18 images)`` or, for ties, ``groups ... and ... (18, 18 images)``."""
+    if len(limiting) == 1:
+        return f"group {label(limiting[0])} ({available[limiting[0]]} images)"
+    names = " and ".join(label(c) for c in limiting)
+    return f"groups {names} ({', '.join(str(available[c]) for c in limiting)} images)"
+
+
+def _build_notes(
+    meta: pd.DataFrame,
+    out: pd.DataFrame,
+    attributes: list[str],
+    num_classes: int,
+    correlation: float,
+    values: Mapping[str, Sequence] | None,
+    available: dict[tuple[int, ...], int],
+    lim_text: str,
+    label,
+) -> list[str]:
+    """The split builder's account: the pairing behind ``correlation``, rows kept per split,
+    rows dropped per group, and the group that limits the design."""
+    notes = []
+    if attributes:
+        z = attributes[0] if len(attributes) == 1 else "z"
+        each = "" if len(attributes) == 1 else f" for each of {', '.join(attributes)}"
+        notes.append(
+            f"split builder: correlation {correlation:g} is P({z} = y){each} in train and val "
+            f"(inv: {1 - correlation:g}, bal: none), pairing the categories in sorted order "
+            f"with the classes: {correlation_alignment(attributes, num_classes, values)}"
+        )
+    sizes = out["split"].value_counts()
+    per_split = ", ".join(f"{s} {int(sizes[s])}" for s in split_order(out["split"]))
+    dropped = len(meta) - len(out)
+    notes.append(
+        f"split builder: kept {len(out)} of {len(meta)} rows ({per_split}); dropped {dropped}"
+    )
+    if dropped:
+        used = pd.Series(
+            list(zip(out["y"].astype(int), *[out[a].astype(int) for a in attributes])),
+            dtype=object,
+        ).value_counts()
+        drops = [
+            f"{label(c)} {n - int(used.get(c, 0))} of {n}"
+            for c, n in sorted(available.items())
+            if n - int(used.get(c, 0)) > 0
+        ]
+        notes.append(
+            "split builder: the design fixes each group's share of every split (classes "
+            f"equally frequent, P(z = y) as above), so {lim_text}, the scarcest for its share, "
+            "is used up and sets the size of every split; the others' surplus is dropped: "
+            + ", ".join(drops)
+            + " (to keep more: add images of the limiting group, change dataset.correlation, or "
+            "give the data its own splits, e.g. a 'split' column in the CSV)"
+        )
+    return notes
+
+
+def split_order(splits: pd.Series) -> list[str]:
+    order = ["train", "val", "inv", "bal", "external", "test"]
+    present = list(dict.fromkeys(splits.astype(str)))
+    return [s for s in order if s in present] + [s for s in present if s not in order]
+
+
+def small_group_warnings(counts: pd.DataFrame, min_group_size: int) -> list[str]:
+    """One ``"warning: ..."`` line per split with groups of 1 to ``min_group_size - 1`` images;
+    ``counts`` is a ``SplitReport.counts`` table (groups x splits). A group with no image in a
+    split is not listed here: the split design leaves some empty on purpose (correlation 1, a
+    target domain), and an empty training group is the runner's check
+    (``data.grouping.empty_train_groups``)."""
+    out = []
+    for s in counts.columns:
+        if s == "target_unlabelled":  # no labels are used there
+            continue
+        col = counts[s]
+        small = col[(col < min_group_size) & (col > 0)]
+        if len(small):
+            groups = ", ".join(f"{g} {int(n)}" for g, n in small.items())
+            why = (
+                "methods learn these groups from a handful of images"
+                if s == "train"
+                else "their group accuracies (and the worst group) rest on a handful of images"
+            )
+            out.append(
+                f"warning: split {s} has groups with fewer than {min_group_size} images "
+                f"(dataset.min_group_size): {groups}; {why}"
+            )
+    return out
+
+
+def split_report(
+    meta: pd.DataFrame, attributes: list[str], values: Mapping[str, Sequence] | None = None
+) -> SplitReport:
+    """Images per group (named with ``values``, the user's categories, where given) and split."""
     labels = [
-        _cell_label(attributes, tuple(int(v) for v in row))
+        _cell_label(attributes, tuple(int(v) for v in row), values)
         for row in meta[["y", *attributes]].itertuples(index=False)
     ]
     counts = pd.crosstab(pd.Series(labels, name="group"), meta["split"].astype(str))

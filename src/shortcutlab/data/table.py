@@ -28,6 +28,10 @@ class ImageTable:
     attribute_values: dict[str, list] = field(default_factory=dict)  # code -> original category
     # set from the full table when it is made; every subset (select, split) keeps it
     grouper: Grouper | None = None
+    # what loading did, one line each, for the user to read once (the loaders of user data
+    # fill it: conversions, label mapping, splits kept/dropped; warnings start "warning: ");
+    # a subset (select, split) starts with none
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if len(self.images) != len(self.meta):

@@ -61,6 +61,9 @@ class DatasetConfig(_Strict):
     image_column: str = "path"
     mask_column: str = "mask"
     path: str | None = None  # npz file
+    # csv / npz: a (label, attribute) group with fewer images than this in a split gets a
+    # warning in the loader's notes (its accuracy is noise)
+    min_group_size: int = Field(10, ge=1)
     # embedded datasets only: a source -> target domain shift (user data: a `target` split)
     target_domain: TargetDomainConfig | None = None
 

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 import yaml
 
+from shortcutlab.data.grouping import Grouper, empty_train_groups
 from shortcutlab.data.sources import load_csv_dataset, load_npz_dataset, make_synthetic
 from shortcutlab.data.table import ImageTable
 from shortcutlab.errors import ShortcutlabError
@@ -62,19 +63,26 @@ def load_dataset(cfg: DatasetConfig) -> ImageTable:
     if cfg.name == "csv":
         return load_csv_dataset(
             cfg.root,
-            cfg.metadata,
-            cfg.label,
-            cfg.image_column,
-            cfg.attributes or [],
-            cfg.image_size,
-            cfg.mask_column,
-            cfg.correlation,
-            cfg.seed,
-            cfg.fractions,
+            metadata=cfg.metadata,
+            label=cfg.label,
+            image_column=cfg.image_column,
+            attributes=cfg.attributes or [],
+            image_size=cfg.image_size,
+            mask_column=cfg.mask_column,
+            correlation=cfg.correlation,
+            seed=cfg.seed,
+            fractions=cfg.fractions,
+            min_group_size=cfg.min_group_size,
         )
     if cfg.name == "npz":
         return load_npz_dataset(
-            cfg.path, cfg.attributes or [], cfg.image_size, cfg.correlation, cfg.seed, cfg.fractions
+            cfg.path,
+            attributes=cfg.attributes or [],
+            image_size=cfg.image_size,
+            correlation=cfg.correlation,
+            seed=cfg.seed,
+            fractions=cfg.fractions,
+            min_group_size=cfg.min_group_size,
         )
     return make_synthetic(
         cfg.name,
@@ -184,13 +192,13 @@ def _train_one(
     if layout.dir.exists():
         shutil.rmtree(layout.dir)  # an interrupted run is redone from scratch
     layout.dir.mkdir(parents=True)
-    ctx, method, hp = _prepare(table, cfg, spec, seed, layout)
+    ctx, method, hp, data_warnings = _prepare(table, cfg, spec, seed, layout)
     t0 = time.perf_counter()
     selection = _fit_with_selection(method, ctx, cfg, progress, f"{spec.name} seed {seed}", t0)
     rows = evaluate_method(method, table, ctx, cfg)
-    warnings = _sanity_warnings(method, ctx, selection)
+    degenerate = _degenerate(method, ctx, selection)
     rows.append(
-        {"split": "val", "target": "y", "metric": "degenerate", "value": float(bool(warnings))}
+        {"split": "val", "target": "y", "metric": "degenerate", "value": float(bool(degenerate))}
     )
     results = make_results(rows, spec.name, seed)
     compute = {
@@ -198,30 +206,59 @@ def _train_one(
         "train_seconds": selection.train_seconds,
         "samples": ctx.samples_seen,
     }
+    warnings = [w.removeprefix("warning: ") for w in data_warnings]
+    warnings += degenerate + _selection_notes(selection)
     _save_run(layout, method, spec, hp, cfg, seed, selection, compute, results, warnings)
     return results
 
 
-def _sanity_warnings(method: Method, ctx: Context, selection: Selection) -> list[str]:
-    """Why the selected model is degenerate (``evaluation/sanity.py``), and how selection went."""
+def _degenerate(method: Method, ctx: Context, selection: Selection) -> list[str]:
+    """Why the selected model is degenerate (``evaluation/sanity.py``); [] if it is not."""
     probs = torch.softmax(ctx.predict(method, ctx.val), 1).numpy()
     loss = selection.last_losses.get("loss")
-    out = [
-        f"degenerate model: {reason}"
-        for reason in degenerate_reasons(probs, ctx.val["y"].numpy(), loss, ctx.info.num_classes)
-    ]
+    reasons = degenerate_reasons(probs, ctx.val["y"].numpy(), loss, ctx.info.num_classes)
+    return [f"degenerate model: {reason}" for reason in reasons]
+
+
+def _selection_notes(selection: Selection) -> list[str]:
     if selection.tie_breaks and selection.best_score in (0.0, -np.inf):
-        out.append(
+        return [
             f"every epoch scored {selection.best_score:g} on {selection.rule}; epoch "
             f"{selection.best_epoch} was kept for its val average accuracy"
+        ]
+    return []
+
+
+def check_train_groups(method: type[Method], name: str, train_g, grouper: Grouper) -> list[str]:
+    """Warnings (``"warning: ..."``) about groups with no training image; for a method that
+    ``needs_every_group`` a ``ShortcutlabError`` naming them instead. Which groups count:
+    ``empty_train_groups`` (a value absent from train altogether, e.g. a target domain, is
+    excused)."""
+    empty = empty_train_groups(np.asarray(train_g), grouper)
+    if not empty:
+        return []
+    groups = ", ".join(["y", *grouper.attributes])
+    names = empty[0] if len(empty) == 1 else ", ".join(empty[:-1]) + " and " + empty[-1]
+    one = len(empty) == 1
+    if method.needs_every_group:
+        raise ShortcutlabError(
+            f"{name} needs every ({groups}) group in train; {names} {'has' if one else 'have'} "
+            f"no training image (give the train split images of {'it' if one else 'them'}: "
+            "more data, fewer dataset.attributes or a lower dataset.correlation; or leave "
+            f"{name} out)"
         )
-    return out
+    return [
+        f"warning: {name} trains without group{'' if one else 's'} {names} (no training "
+        "image); accuracy on such a group measures how the model extrapolates to a group it "
+        "never saw"
+    ]
 
 
 def _prepare(
     table: ImageTable, cfg: ExperimentConfig, spec: MethodSpec, seed: int, layout: RunLayout
-) -> tuple[Context, Method, dict[str, Any]]:
-    """The run's data (train, its holdout, val, unlabelled target images), method and context."""
+) -> tuple[Context, Method, dict[str, Any], list[str]]:
+    """The run's data (train, its holdout, val, unlabelled target images), method, context and
+    warnings about the training data (``check_train_groups``, which may refuse the method)."""
     device = resolve_device(cfg.train.device)
     _seed_everything(seed)
     cls = get_method(spec.registry_name)
@@ -233,6 +270,7 @@ def _prepare(
         holdout = tensors_of(train_table.select(hold))
         train_table = train_table.select(keep)
     train = tensors_of(train_table)
+    warnings = check_train_groups(cls, spec.name, train["g"].numpy(), table.grouper)
     steps = max(1, len(train["y"]) // cfg.train.batch_size)
     info = task_info(table, cfg, steps)
     _seed_everything(seed)
@@ -254,7 +292,7 @@ def _prepare(
         bf16=cfg.train.bf16,
         precise_bn=cfg.train.precise_bn,
     )
-    return ctx, method, hp
+    return ctx, method, hp, warnings
 
 
 @dataclass
@@ -609,6 +647,8 @@ def _load_announced(
     say(
         f"data: {table.name}, {len(table)} images, splits {counts} ({time.perf_counter() - t:.1f}s)"
     )
-    split_report(table.meta, table.attributes).counts.to_csv(layout.split_counts)
+    split_report(table.meta, table.attributes, table.attribute_values).counts.to_csv(
+        layout.split_counts
+    )
     save_sample_grid(table, layout.samples)
     return table

@@ -256,6 +256,10 @@ class Method(nn.Module):
     # fraction of the training split carved off before training into ``context.holdout``
     # (DFR's and SWiFT's small external set); 0 keeps all training data for training.
     holdout_fraction: ClassVar[float] = 0.0
+    # True where the objective or the sampling is per (y, z1..zk) group (GroupDRO's weights,
+    # group-balanced batches or heads): the runner refuses a training split that lacks a group
+    # (``data.grouping.empty_train_groups``); other methods run with a warning.
+    needs_every_group: ClassVar[bool] = False
 
     @classmethod
     def encoder_dim(cls, info: TaskInfo, hparams: dict[str, Any]) -> int | None:

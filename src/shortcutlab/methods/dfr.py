@@ -65,6 +65,7 @@ class DFR(ERM):
     name = "dfr"
     summary = "ERM, then retrain the last layer on a group-balanced held-out split"
     holdout_fraction = 0.2
+    needs_every_group = True
     HPARAMS = {
         "dfr_c": Hparam(
             1.0,

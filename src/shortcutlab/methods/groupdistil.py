@@ -22,6 +22,7 @@ from shortcutlab.methods.registry import register
 class GroupDistil(KD):
     name = "groupdistil"
     summary = "distillation with GroupDRO weights on the per-group distillation loss"
+    needs_every_group = True
     HPARAMS = {
         **KD.HPARAMS,
         "eta": Hparam(

@@ -37,6 +37,7 @@ def group_weighted_loss(
 class GroupDRO(Method):
     name = "groupdro"
     summary = "minimise the worst group's loss through exponentiated-gradient group weights"
+    needs_every_group = True
     HPARAMS = {
         "eta": Hparam(
             0.01, "step size of the group weights", lambda r: float(10 ** r.uniform(-3, -1))

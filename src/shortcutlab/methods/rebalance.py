@@ -11,3 +11,4 @@ class Rebalance(ERM):
     name = "rebalance"
     summary = "group-balanced sampling over y x all attributes, then cross-entropy"
     sampling = "group_balanced"
+    needs_every_group = True
