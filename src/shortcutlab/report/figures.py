@@ -74,7 +74,8 @@ def save_sample_grid(table: ImageTable, path: Path, per_group: int = 8, seed: in
 # one order and one colour per method; saving
 # ---------------------------------------------------------------------------------------------
 
-#: Okabe-Ito (colour-blind safe, yellow left out: too pale on white), then tab20's colours.
+#: Okabe-Ito (colour-blind safe; its yellow left out, too pale on white), a brown and a grey,
+#: then Paul Tol's muted colours that differ from those; tab20 beyond 14 methods.
 PALETTE = [
     to_hex(c)
     for c in [
@@ -86,6 +87,12 @@ PALETTE = [
         "#56B4E9",
         "#8C6D31",
         "#555555",
+        "#332288",
+        "#882255",
+        "#44AA99",
+        "#999933",
+        "#661100",
+        "#AA4466",
     ]
     + list(plt.get_cmap("tab20").colors)
 ]
