@@ -44,7 +44,7 @@ from shortcutlab.methods.swift import (
     swift_debias_splits,
 )
 from shortcutlab.models.checkpoint import Checkpoint, load_trained_model
-from shortcutlab.store.layout import RunLayout
+from shortcutlab.store.layout import ExperimentLayout, RunLayout
 from shortcutlab.store.results import make_results, write_csv_atomic, write_text_atomic
 
 
@@ -230,6 +230,7 @@ def audit_checkpoint(
 
 
 def _audit(checkpoint: str | Path, cfg: ExperimentConfig, out: Path) -> pd.DataFrame:
+    from shortcutlab.data.splits import split_report
     from shortcutlab.report.build import build_report
 
     table, ckpt, method, seed, name = _open_checkpoint(checkpoint, cfg, out)
@@ -252,7 +253,9 @@ def _audit(checkpoint: str | Path, cfg: ExperimentConfig, out: Path) -> pd.DataF
     results = make_results(rows, name, seed)
     write_csv_atomic(results, out / "results.csv")
     write_text_atomic(cfg.dump(), out / "config.yaml")
-    build_report(out)
+    # the report shows each group's size next to its accuracy
+    split_report(table.meta, table.attributes).counts.to_csv(ExperimentLayout(out).split_counts)
+    build_report(out, kind="audit")
     return results
 
 

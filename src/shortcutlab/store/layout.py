@@ -1,7 +1,8 @@
 """The one owner of every path in an output folder (docs/contracts.md, "Output folder").
 
 An experiment folder ``OUT`` holds ``config.yaml``, ``results.csv``, ``summary.md``,
-``report.html``, ``split_counts.csv``, ``samples.png``, ``figures/`` and one folder per run
+``report.html``, ``split_counts.csv``, ``samples.png``, ``figures/`` (the runs' figures and the
+report's ``report_<name>.pdf``/``.png``) and one folder per run
 ``OUT/<method>/seed_<S>/`` with ``checkpoint.pt``, ``log.jsonl``, ``results.csv`` and, written
 last, ``done.json``. A post-hoc command (``debias``, ``audit``) writes one run straight into its
 ``--out`` folder: ``RunLayout.single(OUT, ...)``. Nobody else computes these paths.
@@ -9,9 +10,15 @@ last, ``done.json``. A post-hoc command (``debias``, ``audit``) writes one run s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+#: Report figures are ``figures/report_<name>.pdf`` and ``.png``; the runner's own figures are
+#: ``figures/<kind>_<method>_seed<S>.png``.
+REPORT_FIGURE_PREFIX = "report_"
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,28 @@ class RunLayout:
 
     def is_finished(self) -> bool:
         return self.done.exists() and self.results.exists()
+
+    def read_done(self) -> dict[str, Any] | None:
+        """``done.json`` as a dict; None when it is absent or unreadable (an interrupted run)."""
+        try:
+            record = json.loads(self.done.read_text())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def read_log(self) -> list[dict[str, Any]]:
+        """``log.jsonl``: one dict per epoch; [] when absent; unreadable lines are skipped."""
+        if not self.log.is_file():
+            return []
+        entries = []
+        for line in self.log.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict):
+                entries.append(entry)
+        return entries
 
     def file(self, name: str) -> Path:
         """A file of the run's own (``swift.json``, ``generated.json``)."""
@@ -102,6 +131,18 @@ class ExperimentLayout:
     def run(self, method: str, seed: int) -> RunLayout:
         return RunLayout(self.root / method / f"seed_{seed}", self.figures_dir, method, seed)
 
+    def runs(self) -> Iterator[RunLayout]:
+        """Every run folder present (``<method>/seed_<S>/``), sorted by path."""
+        for path in sorted(self.root.glob("*/seed_*")):
+            seed = path.name.removeprefix("seed_")
+            if path.is_dir() and seed.lstrip("-").isdigit():
+                yield self.run(path.parent.name, int(seed))
+
+    def report_figure(self, name: str, ext: str) -> Path:
+        """``figures/report_<name>.<ext>``, a figure of the report; the folder is created."""
+        self.figures_dir.mkdir(parents=True, exist_ok=True)
+        return self.figures_dir / f"{REPORT_FIGURE_PREFIX}{name}.{ext}"
+
     def run_logs(self) -> Iterator[tuple[str, int, Path]]:
         """``(method, seed, log.jsonl)`` of every run folder present, sorted by path."""
         for path in sorted(self.root.glob("*/seed_*/log.jsonl")):
@@ -110,4 +151,9 @@ class ExperimentLayout:
                 yield path.parent.parent.name, int(seed), path
 
     def figures(self) -> list[Path]:
-        return sorted(self.figures_dir.glob("*.png"))
+        """The PNGs that runs and commands wrote into ``figures/`` (not the report's own)."""
+        return [
+            p
+            for p in sorted(self.figures_dir.glob("*.png"))
+            if not p.name.startswith(REPORT_FIGURE_PREFIX)
+        ]
