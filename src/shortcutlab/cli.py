@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shlex
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import typer
@@ -121,10 +121,16 @@ def _run_one(cfg, out: Path, quiet: bool) -> None:
 
 
 def _print_headline(out: Path) -> None:
+    import yaml
+
     from shortcutlab.report.build import headline_table
     from shortcutlab.store.results import read_results
 
-    headline = headline_table(read_results(out / "results.csv"))
+    order = None
+    with suppress(OSError, yaml.YAMLError, AttributeError, TypeError):
+        methods = (yaml.safe_load((out / "config.yaml").read_text()) or {}).get("methods") or []
+        order = [m if isinstance(m, str) else m["name"] for m in methods]
+    headline = headline_table(read_results(out / "results.csv"), order)
     table = Table(title=f"{out}: accuracy % (val = with the shortcut, inv = against it)")
     # method names are never cut: the number columns wrap instead
     width = max((len(str(m)) for m in headline.index), default=6)

@@ -647,6 +647,8 @@ def _load_announced(
     say(
         f"data: {table.name}, {len(table)} images, splits {counts} ({time.perf_counter() - t:.1f}s)"
     )
+    for note in table.notes:  # what the loader converted, dropped or warns about, once per set
+        say(f"data: WARNING {note[9:]}" if note.startswith("warning: ") else f"data: {note}")
     split_report(table.meta, table.attributes, table.attribute_values).counts.to_csv(
         layout.split_counts
     )
