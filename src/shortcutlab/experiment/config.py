@@ -95,6 +95,28 @@ class TrainConfig(_Strict):
     # training images that re-estimate batch-norm statistics after every epoch ("precise BN",
     # experiment/context.py); 0 keeps the running averages of training (before version 0.2)
     precise_bn: int = Field(1024, ge=0)
+    # a local weights file for the MONAI backbone (models/pretrained.py: torchvision's or MONAI's
+    # key layout, or a run's checkpoint.pt); nothing is downloaded
+    pretrained: str | None = None
+
+    @model_validator(mode="after")
+    def _pretrained_file(self) -> TrainConfig:
+        if self.pretrained is None:
+            return self
+        from shortcutlab.models.pretrained import PRETRAINED_BACKBONES
+
+        if self.backbone not in PRETRAINED_BACKBONES:
+            raise ValueError(
+                "train.pretrained needs backbone "
+                f"{', '.join(PRETRAINED_BACKBONES[:-1])} or {PRETRAINED_BACKBONES[-1]}, "
+                f"not '{self.backbone}'"
+            )
+        if not Path(self.pretrained).expanduser().is_file():
+            raise ValueError(
+                f"train.pretrained {self.pretrained} is not a file; give a local weights file "
+                "(nothing is downloaded)"
+            )
+        return self
 
 
 class MethodSpec(_Strict):

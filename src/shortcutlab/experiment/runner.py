@@ -143,10 +143,17 @@ def task_info(table: ImageTable, cfg: ExperimentConfig, steps_per_epoch: int) ->
 
 
 def build_method(spec_name: str, hp: dict[str, Any], info: TaskInfo, train_cfg) -> Method:
+    """The method's model on ``train.backbone``, with ``train.pretrained``'s weights if set (only
+    this model: helpers such as a distillation teacher build their own)."""
     cls = get_method(spec_name)
     dim = cls.encoder_dim(info, hp) or train_cfg.feature_dim
     model = build_model(
-        train_cfg.backbone, info.in_channels, info.num_classes, info.image_size, dim
+        train_cfg.backbone,
+        info.in_channels,
+        info.num_classes,
+        info.image_size,
+        dim,
+        pretrained=getattr(train_cfg, "pretrained", None),
     )
     return cls(model, info, hp)
 

@@ -1,13 +1,20 @@
-"""Backbones: the 4-conv encoder of MIMM-X experiment 1 and MONAI's DenseNet-121 / ResNet-18.
+"""Backbones: the 4-conv encoder of MIMM-X experiment 1 and MONAI's DenseNet-121 / ResNet-18/50.
 
 Every model is ``EncoderHeadModel(encoder, head)``: ``encoder(x)`` returns a flat feature vector
 of ``feature_dim`` numbers and ``head`` is one ``nn.Linear``. Methods that split the features into
 blocks (MIMM, MIMM-X, dCor) slice that vector; post-hoc methods (SWiFT, DFR) touch only ``head``.
+
+The MONAI networks end in global average pooling, so their projection to ``feature_dim`` does not
+depend on the image size: 224 px (ImageNet's) works as well as 32 px, DenseNet-121's smallest
+(its four 2x downsamplings after the stem would leave nothing of a smaller image).
+``build_model(..., pretrained=PATH)`` loads a local weights file into the MONAI network
+(``models/pretrained.py``; nothing is downloaded).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -86,6 +93,11 @@ def _monai_densenet121(
 ) -> tuple[nn.Module, int]:
     from monai.networks.nets import DenseNet121
 
+    if image_size < 32:
+        raise ShortcutlabError(
+            f"densenet121 needs images of at least 32x32 pixels, not {image_size}x{image_size}; "
+            "set dataset.image_size to 32 or more."
+        )
     net = DenseNet121(spatial_dims=2, in_channels=in_channels, out_channels=1)
     # DenseNet121.class_layers = relu, pool, flatten, out; drop the final linear layer.
     width = net.class_layers.out.in_features
@@ -103,6 +115,21 @@ def _monai_resnet18(in_channels: int, image_size: int, feature_dim: int) -> tupl
     return _with_projection(net, 512, feature_dim)
 
 
+def _monai_resnet50(in_channels: int, image_size: int, feature_dim: int) -> tuple[nn.Module, int]:
+    from monai.networks.nets import resnet50
+
+    # the usual stride-2 stem, as resnet18; no bias in the downsampling conv, as torchvision's
+    # ResNet-50 (and MedicalNet's), so its weights load one to one
+    net = resnet50(
+        spatial_dims=2,
+        n_input_channels=in_channels,
+        conv1_t_stride=2,
+        feed_forward=False,
+        bias_downsample=False,
+    )
+    return _with_projection(net, 2048, feature_dim)
+
+
 def _with_projection(net: nn.Module, width: int, feature_dim: int) -> tuple[nn.Module, int]:
     if feature_dim == width:
         return net, width
@@ -114,6 +141,7 @@ BACKBONES: dict[str, Callable[[int, int, int], tuple[nn.Module, int]]] = {
     "small-cnn-gn": _small_cnn_gn,
     "densenet121": _monai_densenet121,
     "resnet18": _monai_resnet18,
+    "resnet50": _monai_resnet50,
 }
 
 
@@ -123,11 +151,20 @@ def build_model(
     num_classes: int,
     image_size: int = 64,
     feature_dim: int = 128,
+    pretrained: str | Path | None = None,
 ) -> EncoderHeadModel:
-    """Build ``encoder + linear head`` for ``num_classes`` outputs."""
+    """Build ``encoder + linear head`` for ``num_classes`` outputs.
+
+    ``pretrained``: a local weights file loaded into the MONAI network of the encoder
+    (``models.pretrained.load_pretrained``); the projection and the head stay new.
+    """
     if backbone not in BACKBONES:
         raise ShortcutlabError(
             f"unknown backbone '{backbone}'; choose one of: {', '.join(sorted(BACKBONES))}"
         )
     encoder, dim = BACKBONES[backbone](in_channels, image_size, feature_dim)
+    if pretrained is not None:
+        from shortcutlab.models.pretrained import load_pretrained
+
+        load_pretrained(backbone, encoder, pretrained, in_channels)
     return EncoderHeadModel(encoder, nn.Linear(dim, num_classes), dim)
