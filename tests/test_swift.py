@@ -213,7 +213,7 @@ def test_balancing_gives_equal_attribute_groups_within_each_class():
         assert sel.sum() == 2 * min(((y == c) & (a == 0)).sum(), ((y == c) & (a == 1)).sum())
     assert np.array_equal(rows, balance_external_set(y, a, seed=3))
     assert not np.array_equal(rows, balance_external_set(y, a, seed=4))
-    with pytest.raises(ShortcutlabError):
+    with pytest.raises(ShortcutlabError, match="no samples of class 1 in one attribute group"):
         balance_external_set(np.array([0, 0, 1, 1]), np.array([0, 1, 0, 0]))
 
 
