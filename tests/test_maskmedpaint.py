@@ -416,10 +416,12 @@ GENERATORS = ["maskmedpaint", "text2img", "img2img"]
 
 
 @pytest.fixture
-def small_unet(monkeypatch):
-    """The UNet's widths are no hyperparameter; its smallest setting keeps a fit to a second."""
+def quick_generation(monkeypatch):
+    """The UNet's widths are no hyperparameter; its smallest setting keeps a fit to a second.
+    The source / generated figure (most of the time otherwise) is not drawn."""
     small = functools.partial(mmp.DiffusionParams, unet_channels=(8, 16, 16))
     monkeypatch.setattr(mmp, "DiffusionParams", small)
+    monkeypatch.setattr(mmp_method.MaskMedPaint, "_save_grid", lambda *_a, **_k: None)
 
 
 def _generated(tmp_path, cache: str, train, unlabelled, attributes):
@@ -440,7 +442,7 @@ def _assert_same_rows(a, b):
             assert torch.equal(a[name][key], b[name][key]), (name, key)
 
 
-def test_generative_methods_never_read_the_target_unlabelled_labels(tmp_path, small_unet):
+def test_generative_methods_never_read_the_target_unlabelled_labels(tmp_path, quick_generation):
     train, unlabelled = _rows(16, 0, site=0), _rows(8, 100, site=0)
     relabelled = {**unlabelled, "y": torch.roll(unlabelled["y"], 1)}  # every label changes
     assert not torch.equal(relabelled["y"], unlabelled["y"])
@@ -460,7 +462,9 @@ def test_generative_methods_never_read_the_target_unlabelled_labels(tmp_path, sm
     assert key({**train, "y": torch.roll(train["y"], 1)}) != key(train)
 
 
-def test_generative_methods_never_read_the_labels_of_target_rows_in_train(tmp_path, small_unet):
+def test_generative_methods_never_read_the_labels_of_target_rows_in_train(
+    tmp_path, quick_generation
+):
     source, target = _rows(16, 0, site=0), _rows(8, 100, site=1)
     train = _cat(source, target)
     relabelled = _cat(source, {**target, "y": torch.roll(target["y"], 1)})
