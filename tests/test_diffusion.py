@@ -174,9 +174,25 @@ def test_save_load_round_trip_identical(latent_model, tmp_path):
 
 def test_bf16_autocast_trains_and_samples(latent_model):
     model, images, y = latent_model
-    hist = train_diffusion(model, images, {"y": y, "domain": 0}, steps=1, batch_size=4, bf16=True)
-    out = sample(model, {"y": 0, "domain": 1}, 2, steps=2, bf16=True)
-    assert len(hist) == 1 and out.shape == (2, 3, 16, 16)
+    dtypes: list[torch.dtype] = []  # output dtype of every conv / linear call of the UNet
+    handles = [
+        layer.register_forward_hook(lambda _mod, _inputs, out: dtypes.append(out.dtype))
+        for layer in model.unet.modules()
+        if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear))
+    ]
+    try:
+        hist = train_diffusion(
+            model, images, {"y": y, "domain": 0}, steps=1, batch_size=4, bf16=True
+        )
+        in_training, dtypes[:] = set(dtypes), []
+        out = sample(model, {"y": 0, "domain": 1}, 2, steps=2, bf16=True)
+        in_sampling = set(dtypes)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert len(hist) == 1 and out.shape == (2, 3, 16, 16) and out.dtype == torch.uint8
+    assert in_training == {torch.bfloat16} and in_sampling == {torch.bfloat16}
+    assert next(model.unet.parameters()).dtype == torch.float32  # autocast, not a cast
 
 
 def test_stable_diffusion_format_directory_loads_and_inpaints(tmp_path):

@@ -107,6 +107,6 @@ def _dfr_improves_worst_group():
     assert before < 0.6 and after >= before + 0.15
     for p, q in zip(method.model.encoder.parameters(), encoder_before, strict=True):
         assert torch.equal(p, q)
-    with pytest.raises(ShortcutlabError):
+    with pytest.raises(ShortcutlabError, match="needs a held-out split"):
         method.on_train_end(FakeContext(INFO, train))
     assert DFR.holdout_fraction > 0

@@ -4,8 +4,10 @@ generate command and the generation/mixing methods run end to end."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -16,7 +18,12 @@ from conftest import run_cli, write_config, write_csv_dataset
 from PIL import Image
 
 import shortcutlab.generative.maskmedpaint as mmp
+import shortcutlab.methods.maskmedpaint as mmp_method
 from shortcutlab.errors import ShortcutlabError
+from shortcutlab.experiment import runner
+from shortcutlab.experiment.config import load_config
+from shortcutlab.methods import TaskInfo, get_method
+from shortcutlab.models import build_model
 
 TINY = {
     "autoencoder_steps": 2,
@@ -180,9 +187,14 @@ def test_run_with_generative_and_mixing_methods(tmp_path, capsys):
 
     # one epoch: the generated copies are trained on; the oracle's target rows are repeated
     # whole up to ERM's number of samples
+    meta = pd.read_csv(root / "metadata.csv")
+    train_site = meta.loc[meta["split"] == "train", "site"]
+    n_source, n_target = int((train_site == "A").sum()), int((train_site == "B").sum())
     n_train = samples("erm")
+    assert n_train == n_source + n_target
     assert samples("maskmedpaint") > n_train and samples("img2img") > n_train
     assert n_train <= samples("oracle") < 2 * n_train
+    assert samples("oracle") % n_target == 0  # whole copies of the target (site B) rows
     assert len(list((tmp_path / "cache").glob("model-*"))) == 1  # one model, two generated sets
     # the source / ROI / generated grids reach the report
     grids = sorted(p.name for p in (tmp_path / "out" / "figures").glob("generated_*.png"))
@@ -192,7 +204,9 @@ def test_run_with_generative_and_mixing_methods(tmp_path, capsys):
     report = json.loads(
         (tmp_path / "out" / "maskmedpaint" / "seed_0" / "generated.json").read_text()
     )
-    assert report["n_generated"] > 0 and 0 <= report["target_rate"] <= 1
+    # one copy of every source-domain (site A) training row, and those copies are exactly the
+    # rows trained on beyond ERM's
+    assert report["n_generated"] == n_source == samples("maskmedpaint") - n_train
     assert report["rendered"] is False  # a pixel-space model renders nothing
     bad = write_config(
         tmp_path / "bad.yaml",
@@ -311,6 +325,7 @@ def test_run_on_a_domain_shift_uses_unlabelled_target_images(tmp_path, capsys, _
     )
     code, _, err = run_cli(["run", cfg, "--out", tmp_path / "out", "--quiet"], capsys)
     assert code == 0, err
+    config = load_config(cfg)
     results = pd.read_csv(tmp_path / "out" / "results.csv")
     assert "target" in set(results["split"]) and "target_unlabelled" not in set(results["split"])
 
@@ -325,6 +340,144 @@ def test_run_on_a_domain_shift_uses_unlabelled_target_images(tmp_path, capsys, _
         (tmp_path / "out" / "maskmedpaint" / "seed_0" / "generated.json").read_text()
     )
     assert report["n_generated"] == samples("erm")
-    assert report["rendered"] and 0 <= report["raw_target_rate"] <= 1
+    assert report["rendered"]  # a latent model: the domain check sees images through it
+    assert "raw_target_rate" in report  # real target images were held out and scored
+    # the copies come from the labelled training (source) rows, with their labels, and carry
+    # the target domain: none is made from an unlabelled target image (whose label is unknown)
+    generated = pd.read_csv(next((tmp_path / "cache").glob("maskmedpaint-*/metadata.csv")))
+    train_y = runner.load_dataset(config.dataset).split("train").meta["y"].to_numpy()
+    rows = generated["source_row"].to_numpy()
+    assert sorted(rows) == list(range(len(train_y)))  # one copy of every training row
+    assert (generated["y"].to_numpy() == train_y[rows]).all() and (generated["site"] == 1).all()
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert re.search(r"\|\s+target acc\s+\|", summary)  # a column of the headline table
+
+
+# -- which labelled rows the oracle and the generative methods read ------------------------------
+
+
+def _rows(n: int, first_id: int, site: int, size: int = 16) -> dict[str, torch.Tensor]:
+    """``n`` training-format rows, both classes alternating; pixel (0, 0) holds a row id so
+    the rows a method returns can be traced back."""
+    g = torch.Generator().manual_seed(first_id)
+    x = torch.randint(0, 256, (n, 1, size, size), generator=g, dtype=torch.uint8)
+    x[:, 0, 0, 0] = torch.arange(first_id, first_id + n, dtype=torch.uint8)
+    y = torch.arange(n) % 2
+    z = torch.full((n, 1), site)
+    mask = torch.zeros(n, size, size, dtype=torch.bool)
+    mask[:, 4:12, 4:12] = True
+    return {"x": x, "y": y, "z": z, "g": y * 2 + site, "idx": torch.arange(n), "mask": mask}
+
+
+def _cat(*parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    out["idx"] = torch.arange(len(out["y"]))
+    return out
+
+
+def _ids(rows: dict[str, torch.Tensor]) -> torch.Tensor:
+    return rows["x"][:, 0, 0, 0].long()
+
+
+def _context(tmp_path, train, unlabelled=None):
+    """What ``training_data`` reads of the runner's context (methods/base.py ``RunContext``)."""
+    run_dir = tmp_path / "exp" / "method" / "seed_0"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return SimpleNamespace(train=train, unlabelled=unlabelled, seed=0, run_dir=run_dir)
+
+
+def _build(name: str, attributes: list[str], **hp):
+    cls = get_method(name)
+    info = TaskInfo(2, attributes, [2] * len(attributes), in_channels=1, image_size=16)
+    model = build_model("small-cnn", 1, 2, 16, 8)
+    return cls(model, info, {**cls.hparam_defaults(), **hp})
+
+
+def test_oracle_trains_on_the_labelled_target_rows_of_the_training_split_only(tmp_path):
+    source, target = _rows(20, 0, site=0), _rows(6, 100, site=1)
+    train = _cat(source, target)
+    oracle = _build("oracle", ["site"], domain="site", target=1)
+    rows = oracle.training_data(_context(tmp_path, train))
+    ids = _ids(rows)
+    assert set(ids.tolist()) == set(_ids(target).tolist())  # every target row, no source row
+    # repeated whole (each row equally often) up to the size of the training split
+    assert len(set(torch.bincount(ids - 100).tolist())) == 1
+    assert len(train["y"]) <= len(ids) < len(train["y"]) + 6
+    assert torch.equal(rows["y"], target["y"][ids - 100])  # with their labels, both classes
+    assert set(rows["y"].tolist()) == {0, 1} and (rows["z"][:, 0] == 1).all()
+    only_one_class = _cat(source, {k: v[::2] for k, v in target.items()})
+    with pytest.raises(ShortcutlabError, match="target-domain training rows of every class"):
+        oracle.training_data(_context(tmp_path, only_one_class))
+
+
+def test_oracle_on_a_domain_shift_trains_on_the_target_unlabelled_split_with_its_labels(tmp_path):
+    train, unlabelled = _rows(20, 0, site=0), _rows(6, 100, site=0)  # site is no attribute here
+    oracle = _build("oracle", ["ruler"], domain="site", target=1)
+    rows = oracle.training_data(_context(tmp_path, train, unlabelled))
+    ids = _ids(rows)
+    assert set(ids.tolist()) == set(_ids(unlabelled).tolist())
+    assert len(ids) >= 20 and torch.equal(rows["y"], unlabelled["y"][ids - 100])
+    # unlike the generative methods (below), the oracle reads the target labels
+    flipped = {**unlabelled, "y": 1 - unlabelled["y"]}
+    assert torch.equal(oracle.training_data(_context(tmp_path, train, flipped))["y"], 1 - rows["y"])
+
+
+GENERATORS = ["maskmedpaint", "text2img", "img2img"]
+
+
+@pytest.fixture
+def quick_generation(monkeypatch):
+    """The UNet's widths are no hyperparameter; its smallest setting keeps a fit to a second.
+    The source / generated figure (most of the time otherwise) is not drawn."""
+    small = functools.partial(mmp.DiffusionParams, unet_channels=(8, 16, 16))
+    monkeypatch.setattr(mmp, "DiffusionParams", small)
+    monkeypatch.setattr(mmp_method.MaskMedPaint, "_save_grid", lambda *_a, **_k: None)
+
+
+def _generated(tmp_path, cache: str, train, unlabelled, attributes):
+    """The rows each generative method adds to ``train`` and the cache folders it made."""
+    out = {}
+    for name in GENERATORS:
+        hp = {**TINY, "cache": str(tmp_path / cache), "domain_check": False}
+        method = _build(name, attributes, domain="site", target=1, **hp)
+        rows = method.training_data(_context(tmp_path / f"run-{cache}", train, unlabelled))
+        out[name] = {k: v[len(train["y"]) :] for k, v in rows.items()}
+        assert len(out[name]["y"]) > 0
+    return out, sorted(p.name for p in (tmp_path / cache).iterdir())
+
+
+def _assert_same_rows(a, b):
+    for name in GENERATORS:
+        for key in ("x", "y", "z", "mask"):
+            assert torch.equal(a[name][key], b[name][key]), (name, key)
+
+
+def test_generative_methods_never_read_the_target_unlabelled_labels(tmp_path, quick_generation):
+    train, unlabelled = _rows(16, 0, site=0), _rows(8, 100, site=0)
+    relabelled = {**unlabelled, "y": torch.roll(unlabelled["y"], 1)}  # every label changes
+    assert not torch.equal(relabelled["y"], unlabelled["y"])
+    rows, folders = _generated(tmp_path, "a", train, unlabelled, ["ruler"])
+    rows_relabelled, folders_relabelled = _generated(tmp_path, "b", train, relabelled, ["ruler"])
+    assert folders == folders_relabelled  # the same cache keys: model and all three sets
+    assert len(folders) == 4
+    _assert_same_rows(rows, rows_relabelled)  # generated afresh, the same images
+    # the key does cover the labels the generator learns from, the source rows'
+    info = TaskInfo(2, ["ruler"], [2], in_channels=1, image_size=16)
+    hp = {**get_method("maskmedpaint").hparam_defaults(), **TINY, "domain": "site"}
+
+    def key(train_rows):
+        pool, domain = mmp_method.generation_pool(train_rows, unlabelled, info, hp)
+        return mmp_method.cache_dirs(pool, hp, "maskmedpaint", 0, tmp_path, domain)
+
+    assert key({**train, "y": torch.roll(train["y"], 1)}) != key(train)
+
+
+def test_generative_methods_never_read_the_labels_of_target_rows_in_train(
+    tmp_path, quick_generation
+):
+    source, target = _rows(16, 0, site=0), _rows(8, 100, site=1)
+    train = _cat(source, target)
+    relabelled = _cat(source, {**target, "y": torch.roll(target["y"], 1)})
+    rows, _ = _generated(tmp_path, "a", train, None, ["site"])
+    rows_relabelled, _ = _generated(tmp_path, "b", relabelled, None, ["site"])
+    _assert_same_rows(rows, rows_relabelled)

@@ -82,11 +82,27 @@ def test_same_seed_same_result(tmp_path):
     np.testing.assert_allclose(a["value"].to_numpy(), b["value"].to_numpy())
 
 
-def test_bf16_autocast_trains(tmp_path):
+def test_bf16_autocast_trains(tmp_path, monkeypatch):
     cfg = _cfg(epochs=1, bf16=True)
     table = runner.load_dataset(cfg.dataset)
+    seen = []  # (training mode, output dtype) of every conv and linear layer call
+    build = runner.build_method
+
+    def build_with_hooks(*args, **kwargs):
+        method = build(*args, **kwargs)
+        for layer in method.modules():
+            if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear)):
+                layer.register_forward_hook(
+                    lambda mod, _inputs, out: seen.append((mod.training, out.dtype))
+                )
+        return method
+
+    monkeypatch.setattr(runner, "build_method", build_with_hooks)
     res = runner.train_one(table, cfg, cfg.methods[0], 0, tmp_path / "r")
     assert np.isfinite(res["value"].dropna()).all()
+    # the weights stay float32; under autocast every conv / linear computes in bf16
+    assert {dtype for training, dtype in seen if training} == {torch.bfloat16}
+    assert {dtype for training, dtype in seen if not training} == {torch.bfloat16}
 
 
 def test_train_one_leaves_the_callers_thread_count_alone(tmp_path):
