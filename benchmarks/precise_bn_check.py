@@ -63,7 +63,8 @@ def main() -> None:
         cfg = load_config(None, "quick", [*over, "methods=[erm]"])
         res = runner.run_experiment(cfg, tempfile.mkdtemp())
         rows.append({"case": "quick, ERM, 2 epochs", "seed": 0, "precise_bn": pbn, **scores(res)})
-    print(pd.DataFrame(rows).round(1).to_markdown(index=False))
+    cols = ["case", "seed", "precise_bn", "val", "inv", "bal", "degenerate"]
+    print(pd.DataFrame(rows).reindex(columns=cols).round(1).to_markdown(index=False))
 
 
 if __name__ == "__main__":
