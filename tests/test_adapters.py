@@ -435,6 +435,18 @@ def test_isic2019_one_hot_metadata_and_fastdime_rulers(tmp_path):
     assert (rows["ruler"] == ((idx // 4) % 2).map({0: "no", 1: "yes"})).all()
     assert (rows["sex"] == ((idx // 2) % 2).map({0: "M", 1: "F"})).all()
     _no_shared_patients(table, "lesion_id")
+    for i in range(1, 64):  # ISIC 2018 Task 1 masks; image 0 has none
+        _img(root / "masks" / f"ISIC_{i:07d}_segmentation.png", 255)
+    masked = _load(
+        tmp_path,
+        name="isic2019",
+        root=str(root),
+        label="MEL",
+        files={"masks": "masks"},
+        correlation=0.5,
+    )
+    assert masked.masks is not None and masked.masks.all()
+    assert not resolved_frame(masked)["path"].str.contains("ISIC_0000000").any()
     with pytest.raises(ShortcutlabError, match="unknown class 'melanoma'.*MEL, NV"):
         _load(tmp_path, name="isic2019", root=str(root), label="melanoma")
 

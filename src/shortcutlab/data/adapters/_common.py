@@ -161,6 +161,22 @@ def read_artefacts(path: Path, name: str) -> pd.DataFrame:
     return out[~out.index.duplicated()]
 
 
+def lesion_masks(cfg: AdapterConfig, ids: pd.Series) -> pd.Series | None:
+    """Each image's ROI mask from the folder ``dataset.files.masks`` (ISIC's
+    ``<image>_segmentation.png``, or a file named like the image), as an absolute path; rows
+    without one are dropped by ``finish`` (ROI methods need every image's mask)."""
+    if "masks" not in cfg.files:
+        return None
+    folder = Path(cfg.files["masks"])
+    folder = folder if folder.is_absolute() else cfg.root / folder
+    if not folder.is_dir():
+        raise ShortcutlabError(f"{cfg.name}: dataset.files.masks {folder} is not a folder")
+    index = image_index(folder)
+    keys = ids.map(norm_key)
+    found = keys.map(lambda k: index.get(f"{k}_segmentation") or index.get(k))
+    return found.map(lambda rel: str(folder / rel) if isinstance(rel, str) else None)
+
+
 def finish(
     df: pd.DataFrame, cfg: AdapterConfig, known: list[str], key: str = "key"
 ) -> pd.DataFrame:
@@ -192,7 +208,8 @@ def finish(
         df = df.assign(
             skin_tone=apply_bins(df["skin_tone"], cfg.skin_tone_bins, "skin_tone", cfg.name)
         )
-    for col in ["y", *cfg.attributes]:
+    checked = ["y", *cfg.attributes] + (["mask"] if "mask" in df.columns else [])
+    for col in checked:
         missing = df[col].isna().to_numpy()
         if missing.any():
             why = {"y": "no usable label", "age": "an age outside every bin"}.get(col, f"no {col}")
@@ -201,6 +218,6 @@ def finish(
     if len(df) == 0:
         raise ShortcutlabError(f"{cfg.name}: no rows are left under {cfg.root}")
     keep = ["path", "y", *cfg.attributes] + [
-        c for c in ("split", "patient_id", "lesion_id") if c in df.columns
+        c for c in ("split", "patient_id", "lesion_id", "mask") if c in df.columns
     ]
     return df[keep].astype({"y": int}).reset_index(drop=True)

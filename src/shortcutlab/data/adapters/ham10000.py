@@ -6,6 +6,8 @@ localization``; newer copies add ``dataset``), images ``<image_id>.jpg`` anywher
 sorted order). Attributes: ``sex`` (F/M; ``unknown`` dropped), ``age`` (binned), ``site``
 (``localization``), ``dx_type``, and artefacts from ``dataset.artifacts`` (``isic_bias.csv``).
 Several images show one lesion: ``lesion_id`` keeps them in one split.
+ROI masks (for maskmedpaint): ``dataset.files.masks``, a folder of ``<image>_segmentation.png``
+(ISIC 2018 Task 1's layout) or files named like the images; images without one are dropped.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from shortcutlab.data.adapters._common import (
     find_file,
     finish,
     image_index,
+    lesion_masks,
     pick,
     read_csv,
     require,
@@ -69,4 +72,7 @@ def ham10000(cfg: AdapterConfig) -> pd.DataFrame:
             "lesion_id": df["lesion_id"],
         }
     )
+    masks = lesion_masks(cfg, df["image_id"])
+    if masks is not None:
+        out["mask"] = masks.to_numpy()
     return finish(out, cfg, ["sex", "age", "site", "dx_type"])

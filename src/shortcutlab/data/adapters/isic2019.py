@@ -7,6 +7,8 @@ anatom_site_general, lesion_id, sex``), joined on ``image``; images ``<image>.jp
 in the file's order). Attributes: ``sex`` (F/M), ``age`` (age_approx, binned), ``site``
 (anatom_site_general), and artefacts from ``dataset.artifacts`` (``isic_bias.csv``,
 FastDiME-Med's ruler file). ``lesion_id`` keeps a lesion's images in one split.
+ROI masks (for maskmedpaint): ``dataset.files.masks``, a folder of ``<image>_segmentation.png``
+(ISIC 2018 Task 1's layout) or files named like the images; images without one are dropped.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from shortcutlab.data.adapters._common import (
     find_file,
     finish,
     image_index,
+    lesion_masks,
     optional_file,
     pick,
     read_csv,
@@ -67,4 +70,7 @@ def isic2019(cfg: AdapterConfig) -> pd.DataFrame:
             site=m["anatom_site_general"].to_numpy(),
             lesion_id=m["lesion_id"].to_numpy(),
         )
+    masks = lesion_masks(cfg, gt["image"])
+    if masks is not None:
+        out["mask"] = masks.to_numpy()
     return finish(out, cfg, ["sex", "age", "site"])
