@@ -193,7 +193,10 @@ def datasets() -> None:
     """List the embedded datasets with their attributes."""
     from shortcutlab.data.sources import describe_synthetic
 
-    table = Table(title="embedded datasets (plus 'csv' and 'npz' for your own data)")
+    table = Table(
+        title="embedded datasets (plus 'csv' and 'npz' for your own data, and the adapters of "
+        "docs/your-data.md for public data sets)"
+    )
     for col in ("name", "channels", "task (y)", "attributes", "ROI"):
         table.add_column(col)
     for d in describe_synthetic():

@@ -262,11 +262,14 @@ def _read_nifti(path: Path) -> np.ndarray:
 
 def _encode_column(df: pd.DataFrame, col: str, source: str) -> tuple[np.ndarray, list]:
     """Integer codes for an attribute column and the category of each code: codes 0..k-1 are
-    kept, other integers are coded in numeric order, anything else in sorted string order."""
+    kept, other integers are coded in numeric order, a pandas categorical in its category order
+    (the adapters' age bins), anything else in sorted string order."""
     values = df[col]
     if values.isna().any():
         row = int(np.flatnonzero(values.isna().to_numpy())[0])
         raise ShortcutlabError(f"{source}: column '{col}' is empty in row {row + 2}")
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return values.cat.codes.to_numpy(dtype=int), [str(c) for c in values.cat.categories]
     if pd.api.types.is_integer_dtype(values) or pd.api.types.is_bool_dtype(values):
         cats = sorted(values.astype(int).unique().tolist())
         if cats == list(range(len(cats))):
@@ -325,6 +328,21 @@ def _with_target_domain(
     return pd.concat([meta, rows], ignore_index=True)
 
 
+def read_csv_frame(root: str | Path, metadata: str = "metadata.csv") -> tuple[pd.DataFrame, Path]:
+    """``root/metadata`` as a DataFrame and its path; one sentence for a missing or bad file."""
+    root = Path(root)
+    csv_path = root / metadata
+    if not root.is_dir():
+        raise ShortcutlabError(f"dataset root {root} is not a folder")
+    if not csv_path.is_file():
+        raise ShortcutlabError(f"metadata file {csv_path} does not exist")
+    try:
+        df = pd.read_csv(csv_path)
+    except Exception as exc:  # pandas raises many types for malformed files
+        raise ShortcutlabError(f"cannot parse {csv_path} as CSV: {exc}") from None
+    return df, csv_path
+
+
 def load_csv_dataset(
     root: str | Path,
     metadata: str = "metadata.csv",
@@ -337,110 +355,283 @@ def load_csv_dataset(
     seed: int = 0,
     fractions: dict[str, float] | None = None,
     min_group_size: int = 10,
+    induce: dict[str, dict[str, float]] | None = None,
 ) -> ImageTable:
     """Load ``root/metadata`` (one row per image, paths relative to ``root``) and its images.
 
     The table's ``notes`` say what loading did: images converted (bit depth, channels, alpha,
     resize, aspect), labels renumbered, the splits (given or built, rows kept and dropped) and,
     as ``"warning: ..."``, groups with fewer than ``min_group_size`` images in a split.
+    ``induce``: a shortcut burnt into the images (``data/induce.py``).
     """
-    root = Path(root)
-    csv_path = root / metadata
-    if not root.is_dir():
-        raise ShortcutlabError(f"dataset root {root} is not a folder")
-    if not csv_path.is_file():
-        raise ShortcutlabError(f"metadata file {csv_path} does not exist")
-    try:
-        df = pd.read_csv(csv_path)
-    except Exception as exc:  # pandas raises many types for malformed files
-        raise ShortcutlabError(f"cannot parse {csv_path} as CSV: {exc}") from None
+    df, csv_path = read_csv_frame(root, metadata)
+    return table_from_frame(
+        df,
+        root,
+        label_column=label,
+        image_column=image_column,
+        attributes=attributes,
+        image_size=image_size,
+        mask_column=mask_column,
+        correlation=correlation,
+        seed=seed,
+        fractions=fractions,
+        min_group_size=min_group_size,
+        name=csv_path.parent.name,
+        source=str(csv_path),
+        induce=induce,
+    )
+
+
+def table_from_frame(
+    df: pd.DataFrame,
+    root: str | Path,
+    *,
+    label_column: str = "y",
+    image_column: str = "path",
+    attributes: list[str] | None = None,
+    image_size: int = 64,
+    mask_column: str = "mask",
+    correlation: float = 0.9,
+    seed: int = 0,
+    fractions: dict[str, float] | None = None,
+    min_group_size: int = 10,
+    group_column: str | None = None,
+    name: str = "data",
+    notes: list[str] | None = None,
+    source: str | None = None,
+    split_mode: str = "auto",
+    images: np.ndarray | None = None,
+    induce: dict[str, dict[str, float]] | None = None,
+) -> ImageTable:
+    """One table from a frame of one row per image: label ids, attributes, splits, images.
+
+    ``df`` has ``label_column`` (integer class ids), ``image_column`` (paths relative to
+    ``root`` or absolute; with ``images``, an id only), each attribute (integers or category
+    names, kept in ``attribute_values``; a pandas categorical keeps its category order) and
+    optionally ``split``, ``mask_column`` and ``group_column`` (e.g. ``patient_id``: the split
+    builder then keeps each group in one split, ``data/splits.py``). ``split_mode``:
+    ``"auto"`` uses a ``split`` column as given and builds the splits without one;
+    ``"published"`` uses it and carves ``val`` from ``train`` (whole groups) when it has none;
+    ``"build"`` keeps the rows of split ``test`` as they are and builds train/val/inv/bal from
+    the others. ``images`` (N, C, H, W) uint8 arrays instead of files, row i for row i of ``df``.
+    ``induce`` adds attributes burnt into the images after the splits (``data/induce.py``).
+    ``notes`` (the caller's own) come before the split builder's in ``ImageTable.notes``.
+    """
+    source = source or name
     attributes = list(attributes or [])
-    for col in [image_column, label, *attributes]:
+    needed = [label_column, *attributes] if images is not None else [image_column]
+    for col in dict.fromkeys([*needed, label_column, *attributes]):
         if col not in df.columns:
             raise ShortcutlabError(
-                f"{csv_path} has no column '{col}'; its columns are: {', '.join(map(str, df.columns))}"
+                f"{source} has no column '{col}'; its columns are: {', '.join(map(str, df.columns))}"
             )
     if len(df) == 0:
-        raise ShortcutlabError(f"{csv_path} has no rows")
+        raise ShortcutlabError(f"{source} has no rows")
+    notes = list(notes or [])
+    meta, num_classes, values = _encode_frame(df, label_column, attributes, source, notes)
+    if images is not None:
+        meta["_row"] = np.arange(len(meta))
+    if group_column is not None and group_column not in meta.columns:
+        group_column = None
+    realised, split_notes = _make_splits(
+        meta,
+        attributes,
+        num_classes,
+        values,
+        source,
+        split_mode,
+        group_column,
+        correlation=correlation,
+        seed=seed,
+        fractions=fractions,
+        min_group_size=min_group_size,
+    )
+    notes += split_notes
+    if induce:
+        from shortcutlab.data.induce import induce_attributes
 
+        realised, attributes, values, induce_notes = induce_attributes(
+            realised, attributes, values, num_classes, induce, seed
+        )
+        notes += induce_notes
+    conversions = Conversions()
+    mask_arr = None
+    if images is None:
+        paths = _image_paths(realised, Path(root), image_column, source)
+        arr = read_images(paths, image_size, conversions)
+        mask_arr = _masks_of(realised, Path(root), mask_column, image_size, source)
+    else:
+        arr = resize_images(images[realised.pop("_row").to_numpy()], image_size, conversions, name)
+    if induce:
+        from shortcutlab.data.induce import burn_in
+
+        arr = burn_in(arr, realised, induce)
+    table = ImageTable(
+        arr, realised, attributes, num_classes, mask_arr, name, values, source_column=image_column
+    )
+    _check_groups(table, source)
+    table.notes = conversions.notes(len(arr)) + notes
+    return table
+
+
+def _encode_frame(
+    df: pd.DataFrame, label: str, attributes: list[str], source: str, notes: list[str]
+) -> tuple[pd.DataFrame, int, dict[str, list]]:
+    """``meta``: class ids ``y``, attribute codes, then every other column as is."""
     y_raw = pd.to_numeric(df[label], errors="coerce")
     bad = np.flatnonzero(y_raw.isna().to_numpy() | (y_raw.fillna(0) % 1 != 0).to_numpy())
     if len(bad):
         r = int(bad[0])
         raise ShortcutlabError(
-            f"{csv_path} row {r + 2}: label '{label}' must be an integer class id, got '{df[label].iloc[r]}'"
+            f"{source} row {r + 2}: label '{label}' must be an integer class id, got '{df[label].iloc[r]}'"
         )
-    notes: list[str] = []
     y, num_classes = _class_ids(y_raw.astype(int).to_numpy(), label, notes)
     meta = pd.DataFrame({"y": y})
     attribute_values = {}
     for a in attributes:
-        meta[a], attribute_values[a] = _encode_column(df, a, str(csv_path))
-    keep = [c for c in df.columns if c not in (label, *attributes)]
-    for c in keep:
+        meta[a], attribute_values[a] = _encode_column(df, a, source)
+    for c in [c for c in df.columns if c not in (label, *attributes)]:
         meta[c] = df[c].to_numpy()
+    return meta, num_classes, attribute_values
 
-    if "split" in df.columns:
-        splits = df["split"].astype(str)
-        meta["split"] = splits
-        if "train" not in set(splits) or "val" not in set(splits):
+
+def _make_splits(
+    meta: pd.DataFrame,
+    attributes: list[str],
+    num_classes: int,
+    values: dict[str, list],
+    source: str,
+    mode: str,
+    group_column: str | None,
+    *,
+    correlation: float,
+    seed: int,
+    fractions: dict[str, float] | None,
+    min_group_size: int,
+) -> tuple[pd.DataFrame, list[str]]:
+    """The rows with their ``split`` (``table_from_frame``'s ``split_mode``) and the notes."""
+    has_split = "split" in meta.columns
+    if has_split and mode in ("auto", "published"):
+        meta = meta.assign(split=meta["split"].astype(str))
+        notes: list[str] = []
+        if mode == "published" and "val" not in set(meta["split"]):
+            meta, carve_note = carve_split(meta, fractions, seed, group_column)
+            notes.append(carve_note)
+        splits = set(meta["split"])
+        if "train" not in splits or "val" not in splits:
             raise ShortcutlabError(
-                f"{csv_path}: the 'split' column needs at least 'train' and 'val' rows "
-                f"(found: {', '.join(sorted(set(splits)))})"
+                f"{source}: the 'split' column needs at least 'train' and 'val' rows "
+                f"(found: {', '.join(sorted(splits))})"
             )
-        realised = meta
-        notes += _given_split_notes(meta, attributes, attribute_values, min_group_size)
-    else:
-        realised, report = build_splits(
-            meta,
-            attributes,
-            num_classes,
-            correlation,
-            seed,
-            fractions,
-            values=attribute_values,
-            min_group_size=min_group_size,
-        )
-        notes += report.notes
+        where = "the 'split' column" if mode == "auto" else "the data set's published split"
+        return meta, notes + _given_split_notes(meta, attributes, values, min_group_size, where)
+    kept = meta.iloc[:0]
+    if has_split:  # mode "build": the published test rows stay test, the rest is re-split
+        is_test = meta["split"].astype(str).to_numpy() == "test"
+        kept = meta[is_test].assign(split="test")
+        meta = meta[~is_test].drop(columns="split")
+    realised, report = build_splits(
+        meta,
+        attributes,
+        num_classes,
+        correlation,
+        seed,
+        fractions,
+        values=values,
+        min_group_size=min_group_size,
+        group_column=group_column,
+    )
+    notes = report.notes
+    if len(kept):
+        notes = notes + [
+            f"splits: the data set's published test split kept as 'test' ({len(kept)} rows)"
+        ]
+        realised = pd.concat([realised, kept], ignore_index=True)
+    return realised, notes
 
-    images, masks, mode = [], [], None
-    conversions = Conversions()
-    has_mask = mask_column in realised.columns
-    for i, rel in enumerate(realised[image_column].astype(str)):
+
+def carve_split(
+    meta: pd.DataFrame, fractions: dict[str, float] | None, seed: int, group_column: str | None
+) -> tuple[pd.DataFrame, str]:
+    """A ``val`` split carved from ``train`` (whole groups of ``group_column`` when given),
+    ``fractions["val"] / (train + val)`` of its rows (0.2 by default), and a note."""
+    from shortcutlab.data.splits import DEFAULT_FRACTIONS
+
+    fr = fractions or DEFAULT_FRACTIONS
+    share = fr.get("val", 0.15) / max(fr.get("train", 0.6) + fr.get("val", 0.15), 1e-9)
+    train = np.flatnonzero(meta["split"].to_numpy() == "train")
+    groups = meta[group_column].iloc[train] if group_column else pd.Series(train)
+    order = np.random.default_rng(seed + 104729).permutation(pd.unique(groups.astype(str)))
+    sizes = groups.astype(str).value_counts()
+    chosen, n = set(), 0
+    for g in order:
+        if n >= share * len(train):
+            break
+        chosen.add(g)
+        n += int(sizes[g])
+    to_val = train[groups.astype(str).isin(chosen).to_numpy()]
+    split = meta["split"].to_numpy().copy()
+    split[to_val] = "val"
+    by = f" (whole {group_column}s)" if group_column else ""
+    note = (
+        f"splits: the published split has no 'val'; {len(to_val)} of {len(train)} train rows "
+        f"moved to val{by}"
+    )
+    return meta.assign(split=split), note
+
+
+def _image_paths(meta: pd.DataFrame, root: Path, column: str, source: str) -> list[Path]:
+    """Each row's image file (relative to ``root`` or absolute); one sentence for a missing one."""
+    paths = []
+    for rel in meta[column].astype(str):
         path = root / rel
         if not path.is_file():
-            raise ShortcutlabError(
-                f"{csv_path}: image '{rel}' (column '{image_column}') does not exist"
-            )
+            raise ShortcutlabError(f"{source}: image '{rel}' (column '{column}') does not exist")
+        paths.append(path)
+    return paths
+
+
+def read_images(
+    paths: list[Path], image_size: int, conversions: Conversions | None = None
+) -> np.ndarray:
+    """The images at ``paths`` as one uint8 (N, C, H, W) array at ``image_size`` square.
+
+    The first image fixes the channels (grayscale or RGB); the others are converted to match.
+    Every change is counted in ``conversions``. The one place a data set's image files are read
+    (a cache may replace it).
+    """
+    conversions = conversions if conversions is not None else Conversions()
+    images, mode = [], None
+    for path in paths:
         arr = _read_image(path, image_size, mode, conversions)
         mode = mode or ("L" if arr.shape[0] == 1 else "RGB")
         images.append(arr)
-        if (
-            has_mask
-            and isinstance(realised[mask_column].iloc[i], str)
-            and realised[mask_column].iloc[i]
-        ):
-            mpath = root / realised[mask_column].iloc[i]
-            if not mpath.is_file():
-                raise ShortcutlabError(f"{csv_path}: mask '{mpath}' does not exist")
-            masks.append(_read_mask(mpath, image_size))
-        else:
-            masks.append(None)
-    mask_arr = None
-    if has_mask and all(m is not None for m in masks):
-        mask_arr = np.stack(masks)
-    table = ImageTable(
-        np.stack(images),
-        realised,
-        attributes,
-        num_classes,
-        mask_arr,
-        csv_path.parent.name,
-        attribute_values,
-    )
-    _check_groups(table, str(csv_path))
-    table.notes = conversions.notes(len(images)) + notes
-    return table
+    return np.stack(images)
+
+
+def read_masks(paths: list[Path], image_size: int) -> np.ndarray:
+    """ROI masks at ``paths`` as one bool (N, H, W) array at ``image_size`` square."""
+    return np.stack([_read_mask(p, image_size) for p in paths])
+
+
+def _masks_of(
+    meta: pd.DataFrame, root: Path, column: str, image_size: int, source: str
+) -> np.ndarray | None:
+    """Masks when every row names one in ``column``; None otherwise (no ROI methods then)."""
+    if column not in meta.columns:
+        return None
+    names = meta[column].tolist()
+    if not all(isinstance(m, str) and m for m in names):
+        for m in names:  # a missing mask file is an error even when others are blank
+            if isinstance(m, str) and m and not (root / m).is_file():
+                raise ShortcutlabError(f"{source}: mask '{root / m}' does not exist")
+        return None
+    paths = [root / m for m in names]
+    for p in paths:
+        if not p.is_file():
+            raise ShortcutlabError(f"{source}: mask '{p}' does not exist")
+    return read_masks(paths, image_size)
 
 
 def _class_ids(y: np.ndarray, label: str, notes: list[str]) -> tuple[np.ndarray, int]:
@@ -535,23 +726,7 @@ def load_npz_dataset(
         meta["split"] = s
         imgs.append(x)
         metas.append(meta)
-    images = np.concatenate(imgs)
-    if images.shape[-2:] != (image_size, image_size):
-        h, w = images.shape[-2:]
-        n = len(images)
-        conversions.add(f"resized to {image_size}x{image_size}", path, f"{w}x{h}", n)
-        if w != h:
-            conversions.add(
-                "not square: stretched to a square (aspect ratio changed)", path, f"{w}x{h}", n
-            )
-        import torch
-        import torch.nn.functional as F
-
-        t = torch.from_numpy(images).float()
-        images = F.interpolate(
-            t, size=(image_size, image_size), mode="bilinear", align_corners=False
-        )
-        images = images.round().clamp(0, 255).to(torch.uint8).numpy()
+    images = resize_images(np.concatenate(imgs), image_size, conversions, str(path))
     meta = pd.concat(metas, ignore_index=True)
     n_loaded = len(meta)
     notes: list[str] = []
@@ -576,6 +751,28 @@ def load_npz_dataset(
     _check_groups(table, str(path))
     table.notes = conversions.notes(n_loaded) + notes
     return table
+
+
+def resize_images(
+    images: np.ndarray, image_size: int, conversions: Conversions, name: str
+) -> np.ndarray:
+    """uint8 (N, C, H, W) arrays resized (bilinear) to ``image_size`` square, counted as one
+    conversion of ``name`` (as is when they have that size already)."""
+    if images.shape[-2:] == (image_size, image_size):
+        return images
+    h, w = images.shape[-2:]
+    n = len(images)
+    conversions.add(f"resized to {image_size}x{image_size}", name, f"{w}x{h}", n)
+    if w != h:
+        conversions.add(
+            "not square: stretched to a square (aspect ratio changed)", name, f"{w}x{h}", n
+        )
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(np.ascontiguousarray(images)).float()
+    out = F.interpolate(t, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    return out.round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 def _npz_to_uint8(x: np.ndarray, name: str, conversions: Conversions) -> np.ndarray:

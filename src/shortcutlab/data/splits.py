@@ -147,6 +147,7 @@ def build_splits(
     min_cell: int = 1,
     values: Mapping[str, Sequence] | None = None,
     min_group_size: int = 1,
+    group_column: str | None = None,
 ) -> tuple[pd.DataFrame, SplitReport]:
     """Assign rows of ``meta`` to train/val/inv/bal at ``correlation``; drop the rows not needed.
 
@@ -162,6 +163,16 @@ def build_splits(
     than ``min_cell`` rows in some split. The report's ``notes`` say what was kept and dropped
     and why, and warn (``"warning: ..."``) about groups with fewer than ``min_group_size``
     images in a split.
+
+    ``group_column`` (e.g. ``patient_id``): rows that share its value (a patient's images) all
+    go to one split, or are dropped together. Whole patients are assigned first: in a seeded
+    random order, each patient goes to the split whose remaining demand (the design's rows per
+    group and split, as above) its rows fill most, relative to that demand; a patient that no
+    split still needs is dropped. Within each split the rows are then subsampled per group to
+    the design's proportions, as large as the rows the split received allow, so ``correlation``
+    holds exactly (up to rounding) and a split's size can fall short of its fraction by about a
+    patient's rows per group. No patient is in two splits. Patients with rows of the scarcest
+    groups are placed first, so that every split gets some of them.
     """
     fractions = fractions or DEFAULT_FRACTIONS
     cards = {a: max(int(meta[a].max()) + 1, len((values or {}).get(a, ()))) for a in attributes}
@@ -200,17 +211,22 @@ def build_splits(
                     "splits (a 'split' column in the CSV)"
                 )
     rng = np.random.default_rng(seed)
-    split = np.full(len(meta), "", dtype=object)
-    rows_by_cell: dict[tuple[int, ...], list[int]] = {}
-    for i, c in enumerate(cell_of_row):
-        rows_by_cell.setdefault(c, []).append(i)
-    for c, rows in rows_by_cell.items():
-        rows = rng.permutation(rows)
-        start = 0
-        for s in fractions:
-            n = wanted[s].get(c, 0)
-            split[rows[start : start + n]] = s
-            start += n
+    if group_column is not None:
+        split, group_note = _split_by_group(
+            meta, cell_of_row, cells, fractions, probs, wanted, group_column, rng, label
+        )
+    else:
+        split = np.full(len(meta), "", dtype=object)
+        rows_by_cell: dict[tuple[int, ...], list[int]] = {}
+        for i, c in enumerate(cell_of_row):
+            rows_by_cell.setdefault(c, []).append(i)
+        for c, rows in rows_by_cell.items():
+            rows = rng.permutation(rows)
+            start = 0
+            for s in fractions:
+                n = wanted[s].get(c, 0)
+                split[rows[start : start + n]] = s
+                start += n
     out = meta.copy()
     out["split"] = split
     out = out[out["split"] != ""].reset_index(drop=True)
@@ -218,8 +234,75 @@ def build_splits(
     report.notes += _build_notes(
         meta, out, attributes, num_classes, correlation, values, available, lim_text, label
     )
+    if group_column is not None:
+        report.notes.append(group_note)
     report.notes += small_group_warnings(report.counts, min_group_size)
     return out, report
+
+
+def _split_by_group(
+    meta: pd.DataFrame,
+    cell_of_row: list[tuple[int, ...]],
+    cells: list[tuple[int, ...]],
+    fractions: dict[str, float],
+    probs: dict[str, dict[tuple[int, ...], float]],
+    wanted: dict[str, dict[tuple[int, ...], int]],
+    group_column: str,
+    rng: np.random.Generator,
+    label,
+) -> tuple[np.ndarray, str]:
+    """Each row's split with whole groups of ``group_column`` per split (``build_splits``)."""
+    raw = meta[group_column]
+    ids = np.where(
+        raw.isna(), "\0row" + pd.Series(np.arange(len(meta))).astype(str), raw.astype(str)
+    )
+    codes, uniques = pd.factorize(pd.Series(ids))
+    index = {c: j for j, c in enumerate(cells)}
+    row_cell = np.array([index[c] for c in cell_of_row], dtype=np.int64)
+    counts = np.zeros((len(uniques), len(cells)), dtype=np.int64)
+    np.add.at(counts, (codes, row_cell), 1)
+    names = list(fractions)
+    need = np.array([[wanted[s][c] for c in cells] for s in names], dtype=float)
+    remaining, weight = need.copy(), 1.0 / np.maximum(need, 1.0)
+    owner = np.full(len(uniques), -1)
+    # patients with rows of the scarcest groups (rows per row of demand) are placed first
+    scarcity = counts.sum(axis=0) / np.maximum(need.sum(axis=0), 1e-9)
+    rarest = np.where(counts > 0, scarcity[None, :], np.inf).min(axis=1)
+    order = rng.permutation(len(uniques))
+    for g in order[np.argsort(rarest[order], kind="stable")]:
+        useful = np.minimum(counts[g], remaining)
+        # rows that fill a split's group, weighted by how much of the group is still missing
+        gain = (useful * weight * remaining * weight).sum(axis=1)
+        s = int(np.argmax(gain))
+        if gain[s] > 0:
+            owner[g] = s
+            remaining[s] -= useful[s]
+    split = np.full(len(meta), "", dtype=object)
+    row_owner = owner[codes]
+    for k, s in enumerate(names):
+        got = np.bincount(row_cell[row_owner == k], minlength=len(cells))
+        asked = need[k] > 0
+        # the design's rows scaled by the worst-served group's share, so proportions hold
+        ratio = (
+            float(np.min(np.minimum(got, need[k])[asked] / need[k][asked])) if asked.any() else 0
+        )
+        final = np.floor(need[k] * ratio + 1e-9).astype(int)
+        for j, c in enumerate(cells):
+            if asked[j] and final[j] < 1:
+                raise ShortcutlabError(
+                    f"the {s} split would get no image of group {label(c)} once whole "
+                    f"{group_column}s are kept together; add images of that group or give the "
+                    "data its own splits"
+                )
+            rows = rng.permutation(np.flatnonzero((row_owner == k) & (row_cell == j)))
+            split[rows[: final[j]]] = s
+    used = int((owner >= 0).sum())
+    note = (
+        f"split builder: whole {group_column}s kept together ({used} of {len(uniques)} used, "
+        f"none in two splits); each split keeps the design's proportions of the rows its "
+        f"{group_column}s bring, so its size can fall short of its fraction"
+    )
+    return split, note
 
 
 def _realisable_counts(

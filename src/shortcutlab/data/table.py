@@ -32,6 +32,9 @@ class ImageTable:
     # fill it: conversions, label mapping, splits kept/dropped; warnings start "warning: ");
     # a subset (select, split) starts with none
     notes: list[str] = field(default_factory=list)
+    # the metadata column naming each image's source file (None: images without files, e.g.
+    # the embedded datasets); ``resolved_frame`` writes it as ``path``
+    source_column: str | None = None
 
     def __post_init__(self) -> None:
         if len(self.images) != len(self.meta):
@@ -70,6 +73,7 @@ class ImageTable:
             name=self.name,
             attribute_values=dict(self.attribute_values),
             grouper=self.grouper,
+            source_column=self.source_column,
         )
 
     def split(self, name: str) -> ImageTable:
@@ -93,3 +97,26 @@ class ImageTable:
             "z": torch.tensor(z),
             "g": torch.tensor(np.array(self.group_ids(), dtype=np.int64)),
         }
+
+
+#: columns of a table's resolved rows that identify who an image belongs to, where present
+GROUP_COLUMNS = ("patient_id", "lesion_id")
+
+
+def resolved_frame(table: ImageTable) -> pd.DataFrame:
+    """One row per image of ``table``: ``path`` (its source file as the data names it; empty
+    for images without files), ``y``, each attribute with its original category names,
+    ``split`` and ``patient_id``/``lesion_id`` where the data has them (``DIR/dataset.csv``)."""
+    meta = table.meta
+    col = table.source_column
+    paths = meta[col].astype(str) if col and col in meta.columns else pd.Series([""] * len(meta))
+    out = pd.DataFrame({"path": paths.to_numpy(), "y": meta["y"].to_numpy()})
+    for a in table.attributes:
+        names = table.attribute_values.get(a)
+        codes = meta[a].to_numpy(dtype=np.int64)
+        out[a] = [names[c] for c in codes] if names else codes
+    out["split"] = meta["split"].astype(str).to_numpy()
+    for g in GROUP_COLUMNS:
+        if g in meta.columns:
+            out[g] = meta[g].to_numpy()
+    return out

@@ -45,6 +45,61 @@ class TargetDomainConfig(_Strict):
         return self
 
 
+class MarkerInduce(_Strict):
+    """A bright square (side ``size`` x the image side) burnt into a corner (``data/induce.py``)."""
+
+    correlation: float = Field(ge=0.0, le=1.0)
+    size: float = Field(0.1, gt=0.0, le=0.5)
+
+
+class IntensityInduce(_Strict):
+    """The whole image scaled by ``scale`` (clipped at 255)."""
+
+    correlation: float = Field(ge=0.0, le=1.0)
+    scale: float = Field(1.2, gt=0.0)
+
+
+class InduceConfig(_Strict):
+    """Shortcuts burnt into real images, each a new attribute agreeing with y at
+    ``correlation`` in train/val (inv: inverted, bal: none); assigned after the splits."""
+
+    marker: MarkerInduce | None = None
+    intensity: IntensityInduce | None = None
+
+    def as_dict(self) -> dict[str, dict[str, float]]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+def _check_bins(bins: dict[str, list[float]] | None, key: str) -> None:
+    if bins is None:
+        return
+    if len(bins) < 2:
+        raise ValueError(
+            f"dataset.{key} needs at least two bins, e.g. {{young: [0, 50], old: [60, 200]}}"
+        )
+    spans = sorted((lo, hi, name) for name, (lo, hi) in bins.items())
+    for lo, hi, name in spans:
+        if lo > hi:
+            raise ValueError(f"dataset.{key} bin '{name}' [{lo:g}, {hi:g}] ends before it starts")
+    for (_, hi1, a), (lo2, _, b) in zip(spans, spans[1:]):
+        if lo2 <= hi1:
+            raise ValueError(
+                f"dataset.{key} bins '{a}' and '{b}' overlap (both ends are inclusive)"
+            )
+
+
+#: DatasetConfig keys that only the dataset adapters read
+ADAPTER_KEYS = (
+    "uncertain",
+    "frontal_only",
+    "age_bins",
+    "skin_tone_bins",
+    "artifacts",
+    "files",
+    "published_split",
+)
+
+
 class DatasetConfig(_Strict):
     name: str = "synth-cxr"
     size: int = Field(6000, ge=16)
@@ -66,9 +121,39 @@ class DatasetConfig(_Strict):
     min_group_size: int = Field(10, ge=1)
     # embedded datasets only: a source -> target domain shift (user data: a `target` split)
     target_domain: TargetDomainConfig | None = None
+    # dataset adapters (chexpert, mimic-cxr, ...; docs/your-data.md); `label` names the finding
+    uncertain: Literal["drop", "zero", "one"] = "zero"  # CheXpert/MIMIC -1 labels
+    frontal_only: bool = False
+    age_bins: dict[str, tuple[float, float]] | None = None  # name: [lo, hi], ends inclusive
+    skin_tone_bins: dict[str, tuple[float, float]] | None = None  # over Fitzpatrick types 1-6
+    artifacts: list[str] = Field(default_factory=list)  # artefact label files, joined per image
+    files: dict[str, str] = Field(default_factory=dict)  # role -> file, instead of the default
+    published_split: bool | None = None  # None: the adapter's default (waterbirds only)
+    # csv and adapters: shortcuts burnt into the images (data/induce.py)
+    induce: InduceConfig | None = None
 
     @model_validator(mode="after")
     def _user_data_paths(self) -> DatasetConfig:
+        from shortcutlab.data.adapters import ADAPTERS
+
+        _check_bins(self.age_bins, "age_bins")
+        _check_bins(self.skin_tone_bins, "skin_tone_bins")
+        if self.name in ADAPTERS:
+            if not self.root and not (self.name == "medmnist" and self.path):
+                raise ValueError(f"dataset.root is required for the {self.name} adapter")
+        else:
+            for key in ADAPTER_KEYS:  # set to a value of its own (a dumped config has all)
+                default = type(self).model_fields[key].get_default(call_default_factory=True)
+                if getattr(self, key) != default:
+                    raise ValueError(
+                        f"dataset.{key} is read by the dataset adapters "
+                        f"({', '.join(sorted(ADAPTERS))}), not by '{self.name}'"
+                    )
+            if self.induce is not None and self.name != "csv":
+                raise ValueError(
+                    "dataset.induce burns a shortcut into real images: use it with csv or a "
+                    "dataset adapter (the embedded datasets have their own attributes)"
+                )
         if self.name == "csv" and not self.root:
             raise ValueError("dataset.root is required for a csv dataset")
         if self.name == "npz" and not self.path:

@@ -66,11 +66,13 @@ def validate_names(cfg: ExperimentConfig) -> None:
                     f"it has: {', '.join(sorted(known))}"
                 )
             known[k].coerce(v, f"hparams.{key}.{k}")
-    if cfg.dataset.name not in ("csv", "npz"):
+    from shortcutlab.data.adapters import ADAPTERS
+
+    if cfg.dataset.name not in ("csv", "npz", *ADAPTERS):
         from shortcutlab.data.synthetic import SYNTHETIC
 
         if cfg.dataset.name not in SYNTHETIC:
             raise ShortcutlabError(
                 f"unknown dataset '{cfg.dataset.name}'; choose one of: "
-                f"{', '.join(sorted(SYNTHETIC))}, csv, npz"
+                f"{', '.join(sorted(SYNTHETIC))}, csv, npz, {', '.join(sorted(ADAPTERS))}"
             )

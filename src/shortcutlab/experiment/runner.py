@@ -29,7 +29,7 @@ import yaml
 
 from shortcutlab.data.grouping import Grouper, empty_train_groups
 from shortcutlab.data.sources import load_csv_dataset, load_npz_dataset, make_synthetic
-from shortcutlab.data.table import ImageTable
+from shortcutlab.data.table import ImageTable, resolved_frame
 from shortcutlab.errors import ShortcutlabError
 from shortcutlab.evaluation.metrics import evaluate_split, selection_score
 from shortcutlab.evaluation.probes import probe_rows
@@ -60,6 +60,10 @@ UNLABELLED_SPLIT = "target_unlabelled"
 # ---------------------------------------------------------------------------------------------
 def load_dataset(cfg: DatasetConfig) -> ImageTable:
     """The ImageTable a config names, with its split column."""
+    from shortcutlab.data.adapters import ADAPTERS
+
+    if cfg.name in ADAPTERS:
+        return _load_adapter(cfg)
     if cfg.name == "csv":
         return load_csv_dataset(
             cfg.root,
@@ -73,6 +77,7 @@ def load_dataset(cfg: DatasetConfig) -> ImageTable:
             seed=cfg.seed,
             fractions=cfg.fractions,
             min_group_size=cfg.min_group_size,
+            induce=cfg.induce.as_dict() if cfg.induce else None,
         )
     if cfg.name == "npz":
         return load_npz_dataset(
@@ -94,6 +99,36 @@ def load_dataset(cfg: DatasetConfig) -> ImageTable:
         cfg.strengths,
         cfg.fractions,
         target_domain=cfg.target_domain.model_dump() if cfg.target_domain else None,
+    )
+
+
+def _load_adapter(cfg: DatasetConfig) -> ImageTable:
+    """A public data set in its published layout (``data/adapters``)."""
+    from shortcutlab.data.adapters import AdapterConfig, load_adapter_dataset
+
+    acfg = AdapterConfig(
+        name=cfg.name,
+        root=Path(cfg.root or cfg.path or "."),
+        label=cfg.label,
+        attributes=list(cfg.attributes or []),
+        uncertain=cfg.uncertain,
+        frontal_only=cfg.frontal_only,
+        age_bins={k: list(v) for k, v in cfg.age_bins.items()} if cfg.age_bins else None,
+        skin_tone_bins=(
+            {k: list(v) for k, v in cfg.skin_tone_bins.items()} if cfg.skin_tone_bins else None
+        ),
+        artifacts=list(cfg.artifacts),
+        files=dict(cfg.files),
+    )
+    return load_adapter_dataset(
+        acfg,
+        image_size=cfg.image_size,
+        correlation=cfg.correlation,
+        seed=cfg.seed,
+        fractions=cfg.fractions,
+        min_group_size=cfg.min_group_size,
+        published_split=cfg.published_split,
+        induce=cfg.induce.as_dict() if cfg.induce else None,
     )
 
 
@@ -659,5 +694,6 @@ def _load_announced(
     split_report(table.meta, table.attributes, table.attribute_values).counts.to_csv(
         layout.split_counts
     )
+    write_csv_atomic(resolved_frame(table), layout.dataset_csv)  # the rows this run used
     save_sample_grid(table, layout.samples)
     return table

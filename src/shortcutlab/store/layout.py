@@ -1,7 +1,7 @@
 """The one owner of every path in an output folder (docs/contracts.md, "Output folder").
 
 An experiment folder ``OUT`` holds ``config.yaml``, ``results.csv``, ``summary.md``,
-``report.html``, ``split_counts.csv``, ``samples.png``, ``figures/`` (the runs' figures and the
+``report.html``, ``split_counts.csv``, ``dataset.csv``, ``samples.png``, ``figures/`` (the runs' figures and the
 report's ``report_<name>.pdf``/``.png``) and one folder per run
 ``OUT/<method>/seed_<S>/`` with ``checkpoint.pt``, ``log.jsonl``, ``results.csv`` and, written
 last, ``done.json``. A post-hoc command (``debias``, ``audit``) writes one run straight into its
@@ -115,6 +115,11 @@ class ExperimentLayout:
     @property
     def split_counts(self) -> Path:
         return self.root / "split_counts.csv"
+
+    @property
+    def dataset_csv(self) -> Path:
+        """The resolved rows of the data: path, y, attributes (category names), split, patient."""
+        return self.root / "dataset.csv"
 
     @property
     def samples(self) -> Path:
