@@ -186,3 +186,41 @@ def test_debias_says_when_swift_kept_the_input_model(monkeypatch):
     compute = {"attribute": "site", "selected": "input", "samples_fraction": None}
     cli._print_before_after(results, compute)
     assert "selected: input" in console.export_text()
+
+
+def test_precise_bn_uses_the_methods_sampling_distribution(tmp_path):
+    import torch
+
+    from shortcutlab.experiment.context import Context
+    from shortcutlab.methods import TaskInfo, get_method
+    from shortcutlab.models import build_model
+    from shortcutlab.store.layout import RunLayout
+
+    n = 1000
+    g = torch.tensor([0] * 900 + [1] * 100)
+    x = torch.where(g[:, None, None, None] == 1, 200, 20).to(torch.uint8).expand(n, 1, 16, 16)
+    tensors = {"x": x.contiguous(), "y": g.clone(), "z": g[:, None].clone(), "g": g * 3}
+    info = TaskInfo(num_classes=2, attributes=["a"], attribute_cardinalities=[2], image_size=16)
+    torch.manual_seed(0)
+    method = get_method("rebalance")(
+        build_model("small-cnn", 1, 2, 16, 8), info, get_method("rebalance").hparam_defaults()
+    )
+    ctx = Context(
+        train=tensors,
+        val=tensors,
+        info=info,
+        layout=RunLayout.single(tmp_path, "rebalance", 0),
+        device=torch.device("cpu"),
+        seed=0,
+        batch_size=100,
+        precise_bn=1000,
+    )
+    conv, bn = method.model.encoder.conv[0], method.model.encoder.conv[1]
+    with torch.no_grad():
+        means = [conv(x[g == k][:1].float() / 255).mean((0, 2, 3)) for k in (0, 1)]
+    balanced, uniform = (means[0] + means[1]) / 2, 0.9 * means[0] + 0.1 * means[1]
+    ctx.recalibrate_bn(method, tensors, ctx.sampling_weights(method, tensors))
+    weighted = bn.running_mean.clone()
+    ctx.recalibrate_bn(method, tensors)
+    assert torch.allclose(bn.running_mean, uniform, atol=1e-4)
+    assert (weighted - balanced).abs().max() < 0.15 * (uniform - balanced).abs().max()

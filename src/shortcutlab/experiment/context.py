@@ -144,21 +144,25 @@ class Context:
                     self.on_step()
             self.train_seconds += time.perf_counter() - t_epoch
             if self.precise_bn:
-                self.recalibrate_bn(method, tensors)
+                self.recalibrate_bn(method, tensors, weights)
             means = {k: v / max(n_batches, 1) for k, v in sums.items()}
             if on_epoch is not None:
                 on_epoch(epoch, means)
         return means
 
     @torch.no_grad()
-    def recalibrate_bn(self, method: Method, tensors: Tensors) -> int:
+    def recalibrate_bn(
+        self, method: Method, tensors: Tensors, weights: torch.Tensor | None = None
+    ) -> int:
         """Re-estimate every batch-norm layer's running statistics with the current weights on
         ``precise_bn`` training images ("precise BN", Wu & Johnson 2021; pycls): the running
         averages kept during training mix many past weights and, after short or fast-moving
         training, make the eval-mode model a different (sometimes constant) function.
 
         Only the batch-norm layers run in train mode (dropout stays off); the rows are a fixed
-        seeded subset, drawn from a stream of their own so training's batches do not change.
+        seeded subset, drawn from a stream of their own so training's batches do not change,
+        and with the method's sampling ``weights`` where it has them (a group-balanced method
+        is normalised with the statistics of the balanced batches it was trained on).
         Returns the number of layers re-estimated (0: the model has none; nothing is run).
         """
         norms = [m for m in method.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -166,7 +170,11 @@ class Context:
             return 0
         n = len(tensors["y"])
         gen = torch.Generator().manual_seed(self.seed + PRECISE_BN_STREAM)
-        rows = torch.randperm(n, generator=gen)[: self.precise_bn]
+        if weights is None:
+            rows = torch.randperm(n, generator=gen)[: self.precise_bn]
+        else:
+            k = min(self.precise_bn, n)
+            rows = torch.multinomial(weights.double(), k, replacement=True, generator=gen)
         part = {"x": tensors["x"][rows], "y": tensors["y"][rows]}
         modes = [(m, m.training) for m in method.modules()]
         momenta = [m.momentum for m in norms]
