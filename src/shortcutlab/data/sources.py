@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shortcutlab.data.cache import cached_images, cached_masks
 from shortcutlab.data.splits import (
     build_splits,
     design_split_cells,
@@ -403,34 +404,30 @@ def load_csv_dataset(
         )
         notes += report.notes
 
-    images, masks, mode = [], [], None
-    conversions = Conversions()
+    # rows grouped by split (stably: each split keeps its order), so that every split of the
+    # disk-backed image cache is one contiguous block and ``table.split`` a view of it
+    realised = realised.iloc[np.argsort(pd.factorize(realised["split"])[0], kind="stable")]
+    realised = realised.reset_index(drop=True)
+    paths, mask_paths = [], []
     has_mask = mask_column in realised.columns
     for i, rel in enumerate(realised[image_column].astype(str)):
-        path = root / rel
-        if not path.is_file():
+        if not (root / rel).is_file():
             raise ShortcutlabError(
                 f"{csv_path}: image '{rel}' (column '{image_column}') does not exist"
             )
-        arr = _read_image(path, image_size, mode, conversions)
-        mode = mode or ("L" if arr.shape[0] == 1 else "RGB")
-        images.append(arr)
-        if (
-            has_mask
-            and isinstance(realised[mask_column].iloc[i], str)
-            and realised[mask_column].iloc[i]
-        ):
-            mpath = root / realised[mask_column].iloc[i]
-            if not mpath.is_file():
-                raise ShortcutlabError(f"{csv_path}: mask '{mpath}' does not exist")
-            masks.append(_read_mask(mpath, image_size))
-        else:
-            masks.append(None)
+        paths.append(root / rel)
+        m = realised[mask_column].iloc[i] if has_mask else None
+        if isinstance(m, str) and m:
+            if not (root / m).is_file():
+                raise ShortcutlabError(f"{csv_path}: mask '{root / m}' does not exist")
+            mask_paths.append(root / m)
+    conversions = Conversions()
+    images = cached_images(paths, image_size, conversions, _read_image)
     mask_arr = None
-    if has_mask and all(m is not None for m in masks):
-        mask_arr = np.stack(masks)
+    if has_mask and len(mask_paths) == len(paths):
+        mask_arr = cached_masks(mask_paths, image_size, _read_mask)
     table = ImageTable(
-        np.stack(images),
+        images,
         realised,
         attributes,
         num_classes,
