@@ -158,6 +158,25 @@ def test_large_scattered_selection_is_copied_to_disk(shuffled_csv, monkeypatch):
     assert not list((shuffled_csv.parent / "cache").glob(".rows-*"))  # unlinked at once
 
 
+def test_cache_pages_are_released_while_batches_are_read(shuffled_csv, monkeypatch, tmp_path):
+    table = _load(shuffled_csv)
+    want = np.array(table.split("train").images)
+    monkeypatch.setattr(cache, "RELEASE_BYTES", 2048)  # a release every 8 images of 16 x 16
+    released = [0]
+    real = cache.release_pages
+
+    def counting() -> None:
+        released[0] += 1
+        real()
+
+    monkeypatch.setattr(cache, "release_pages", counting)
+    ctx = _context(tmp_path, n=4)
+    train = tensors_of(table.split("train"))
+    got = torch.cat([b["x"] for b in ctx.batches(train, shuffle=False)])
+    assert released[0] >= len(want) // 8 - 1
+    np.testing.assert_array_equal((got * 255).round().byte().numpy(), want)  # data intact
+
+
 # ---------------------------------------------------------------------------------------------
 # the DataLoader path
 def _context(tmp_path: Path, n: int = 70, **kw) -> Context:

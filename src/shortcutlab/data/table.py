@@ -50,7 +50,7 @@ def take_rows(array: np.ndarray, index: np.ndarray) -> np.ndarray:
         return np.asarray(array[index])
     import tempfile
 
-    from shortcutlab.data.cache import cache_dir
+    from shortcutlab.data.cache import cache_dir, release_pages, track
 
     cache_dir().mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryFile(dir=cache_dir(), prefix=".rows-") as f:  # unlinked at once
@@ -58,6 +58,9 @@ def take_rows(array: np.ndarray, index: np.ndarray) -> np.ndarray:
     step = max(1, SPILL_BYTES // max(row_bytes, 1))
     for start in range(0, len(index), step):
         out[start : start + step] = array[index[start : start + step]]
+    out.flush()
+    track(out)
+    release_pages()  # what was written stays in the file, not in this process's memory
     return out
 
 

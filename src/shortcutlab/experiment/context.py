@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from shortcutlab.data.augment import build_transform
+from shortcutlab.data.cache import rows_read
 from shortcutlab.data.table import ImageTable
 from shortcutlab.experiment.loader import Feed
 from shortcutlab.methods.base import EpochCallback, Method, TaskInfo, Tensors
@@ -124,7 +125,9 @@ class Context:
     def to_device(self, tensors: Tensors, idx: torch.Tensor) -> Tensors:
         # ROI masks stay in the CPU tables (context.train["mask"]); batches carry only what
         # update() needs, so the loop costs no more than a bare one.
-        return self.move({k: v[idx] for k, v in tensors.items() if k != "mask"})
+        batch = {k: v[idx] for k, v in tensors.items() if k != "mask"}
+        rows_read(batch["x"].nbytes)  # drops the image cache's pages now and then
+        return self.move(batch)
 
     def move(self, batch: Tensors) -> Tensors:
         """A gathered CPU batch on the device, ``x`` as float in [0, 1] (uint8 is scaled;

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from shortcutlab.data.augment import augment_batch, batch_seed
+from shortcutlab.data.cache import rows_read
 
 Tensors = dict[str, torch.Tensor]
 
@@ -75,6 +76,7 @@ class RowBatches(Dataset):
     def __getitem__(self, item: tuple[torch.Tensor, int]) -> Tensors:
         idx, seed = item
         batch = {k: v[idx] for k, v in self.tensors.items()}
+        rows_read(batch["x"].nbytes)  # this worker's mapped cache pages, dropped now and then
         if self.transform is not None:
             batch["x"] = augment_batch(self.transform, batch["x"], seed)
         return batch
