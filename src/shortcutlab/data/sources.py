@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shortcutlab.data.cache import cached_images, cached_masks
 from shortcutlab.data.splits import (
     build_splits,
     design_split_cells,
@@ -455,6 +456,10 @@ def table_from_frame(
             realised, attributes, values, num_classes, induce, seed
         )
         notes += induce_notes
+    # rows grouped by split (stably: each split keeps its order), so that every split of the
+    # disk-backed image cache is one contiguous block and ``table.split`` a view of it
+    realised = realised.iloc[np.argsort(pd.factorize(realised["split"])[0], kind="stable")]
+    realised = realised.reset_index(drop=True)
     conversions = Conversions()
     mask_arr = None
     if images is None:
@@ -598,21 +603,18 @@ def read_images(
     """The images at ``paths`` as one uint8 (N, C, H, W) array at ``image_size`` square.
 
     The first image fixes the channels (grayscale or RGB); the others are converted to match.
-    Every change is counted in ``conversions``. The one place a data set's image files are read
-    (a cache may replace it).
+    Every change is counted in ``conversions``. The one place a data set's image files are read:
+    decoded once into the disk-backed cache, memory-mapped (``data/cache.py``).
     """
     conversions = conversions if conversions is not None else Conversions()
-    images, mode = [], None
-    for path in paths:
-        arr = _read_image(path, image_size, mode, conversions)
-        mode = mode or ("L" if arr.shape[0] == 1 else "RGB")
-        images.append(arr)
-    return np.stack(images)
+    # decoded once into the disk-backed cache (data/cache.py) and memory-mapped from there
+    return cached_images(paths, image_size, conversions, _read_image)
 
 
 def read_masks(paths: list[Path], image_size: int) -> np.ndarray:
-    """ROI masks at ``paths`` as one bool (N, H, W) array at ``image_size`` square."""
-    return np.stack([_read_mask(p, image_size) for p in paths])
+    """ROI masks at ``paths`` as one bool (N, H, W) array at ``image_size`` square (cached and
+    memory-mapped like the images)."""
+    return cached_masks(paths, image_size, _read_mask)
 
 
 def _masks_of(

@@ -16,6 +16,53 @@ import torch
 
 from shortcutlab.data.grouping import Grouper
 
+# a copy of rows of a memory-mapped array larger than this goes to disk, not RAM
+SPILL_BYTES = 64 * 2**20
+
+
+def as_run(index: np.ndarray) -> slice | None:
+    """``index`` as a slice when it is one ascending run of rows (``[5, 6, 7]``), else None."""
+    index = np.asarray(index)
+    if index.dtype == bool:
+        index = np.flatnonzero(index)
+    if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer) or len(index) == 0:
+        return slice(0, 0) if index.ndim == 1 and len(index) == 0 else None
+    start = int(index[0])
+    if start < 0 or int(index[-1]) - start != len(index) - 1:
+        return None
+    if len(index) > 1 and not (np.diff(index) == 1).all():
+        return None
+    return slice(start, start + len(index))
+
+
+def take_rows(array: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``array[index]``: a view for one ascending run of rows; a copy on disk for a large
+    selection of a memory-mapped array (``SPILL_BYTES``); else the usual copy in RAM."""
+    run = as_run(index)
+    if run is not None:
+        return array[run]
+    if not isinstance(array, np.memmap):
+        return array[index]
+    index = np.flatnonzero(index) if np.asarray(index).dtype == bool else np.asarray(index)
+    shape = (len(index), *array.shape[1:])
+    row_bytes = int(np.prod(array.shape[1:], dtype=np.int64)) * array.itemsize
+    if len(index) * row_bytes <= SPILL_BYTES:
+        return np.asarray(array[index])
+    import tempfile
+
+    from shortcutlab.data.cache import cache_dir, release_pages, track
+
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=cache_dir(), prefix=".rows-") as f:  # unlinked at once
+        out = np.memmap(f, dtype=array.dtype, mode="w+", shape=shape)
+    step = max(1, SPILL_BYTES // max(row_bytes, 1))
+    for start in range(0, len(index), step):
+        out[start : start + step] = array[index[start : start + step]]
+    out.flush()
+    track(out)
+    release_pages()  # what was written stays in the file, not in this process's memory
+    return out
+
 
 @dataclass
 class ImageTable:
@@ -63,13 +110,17 @@ class ImageTable:
         return [s for s in order if s in present] + [s for s in present if s not in order]
 
     def select(self, index: np.ndarray) -> ImageTable:
+        """The rows ``index``. Images and masks are a view (no copy) when ``index`` is one
+        ascending run (a split of a cache ordered by split); else a copy, which for a
+        disk-backed (memory-mapped) table larger than ``SPILL_BYTES`` goes to an unlinked
+        temporary file beside the cache instead of RAM."""
         index = np.asarray(index)
         return ImageTable(
-            images=self.images[index],
+            images=take_rows(self.images, index),
             meta=self.meta.iloc[index].reset_index(drop=True),
             attributes=list(self.attributes),
             num_classes=self.num_classes,
-            masks=None if self.masks is None else self.masks[index],
+            masks=None if self.masks is None else take_rows(self.masks, index),
             name=self.name,
             attribute_values=dict(self.attribute_values),
             grouper=self.grouper,

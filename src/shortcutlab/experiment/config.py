@@ -180,9 +180,26 @@ class TrainConfig(_Strict):
     # training images that re-estimate batch-norm statistics after every epoch ("precise BN",
     # experiment/context.py); 0 keeps the running averages of training (before version 0.2)
     precise_bn: int = Field(1024, ge=0)
+    # DataLoader worker processes that gather (and augment) training batches; 0 gathers in
+    # the training process (the fast path for embedded data; experiment/loader.py)
+    num_workers: int = Field(0, ge=0)
+    # training-time augmentation (MONAI): none | light | standard | {transform: {param: value}}
+    # (data/augment.py); training batches only
+    augment: str | dict[str, dict[str, float] | None] = "none"
+    # on CUDA: bf16 autocast and channels-last model and batches (no effect on CPU, where
+    # `bf16` alone turns on bf16 autocast)
+    amp: bool = True
     # a local weights file for the MONAI backbone (models/pretrained.py: torchvision's or MONAI's
     # key layout, or a run's checkpoint.pt); nothing is downloaded
     pretrained: str | None = None
+
+    @field_validator("augment")
+    @classmethod
+    def _known_augment(cls, value: Any) -> Any:
+        from shortcutlab.data.augment import augment_spec
+
+        augment_spec(value)  # a ValueError names the unknown preset, transform or parameter
+        return value
 
     @model_validator(mode="after")
     def _pretrained_file(self) -> TrainConfig:

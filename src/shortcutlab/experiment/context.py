@@ -17,7 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from shortcutlab.data.augment import build_transform
+from shortcutlab.data.cache import rows_read
 from shortcutlab.data.table import ImageTable
+from shortcutlab.experiment.loader import Feed
 from shortcutlab.methods.base import EpochCallback, Method, TaskInfo, Tensors
 from shortcutlab.store.layout import RunLayout
 
@@ -56,6 +59,12 @@ class Context:
     # the split `target_unlabelled` (domain shift), for methods that adapt to the target domain
     unlabelled: Tensors | None = None
     samples_seen: int = 0
+    # the data pipeline (experiment/loader.py): DataLoader workers, training-time augmentation
+    # (``data.augment.augment_spec``; {}: off), pinned memory and channels-last (CUDA)
+    num_workers: int = 0
+    augment: dict[str, dict[str, float]] = field(default_factory=dict)
+    pin_memory: bool = False
+    channels_last: bool = False
     # called after every training step of ``fit`` (the runner's progress bar)
     on_step: Callable[[], None] | None = field(default=None, repr=False)
     train_seconds: float = 0.0
@@ -76,7 +85,23 @@ class Context:
         generator: torch.Generator | None = None,
     ) -> Iterator[Tensors]:
         """One epoch of device batches; ``weights`` (N,) draws N rows with replacement."""
-        n = len(tensors["y"])
+        plan = self.plan(len(tensors["y"]), shuffle, weights, batch_size, generator)
+        feed = self._feed(tensors)
+        if feed is not None:
+            yield from feed.epoch(plan)
+            return
+        for idx in plan:
+            yield self.to_device(tensors, idx)
+
+    def plan(
+        self,
+        n: int,
+        shuffle: bool = True,
+        weights: torch.Tensor | None = None,
+        batch_size: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> list[torch.Tensor]:
+        """The row numbers of each batch of one epoch over ``n`` rows (``batches``' order)."""
         bs = batch_size or self.batch_size
         if weights is not None:
             order = torch.multinomial(weights.double(), n, replacement=True, generator=generator)
@@ -84,22 +109,36 @@ class Context:
             order = torch.randperm(n, generator=generator)
         else:
             order = torch.arange(n)
-        for start in range(0, n, bs):
-            idx = order[start : start + bs]
-            if shuffle and len(idx) < 2:  # batch norm cannot train on one example
-                continue
-            yield self.to_device(tensors, idx)
+        cuts = [order[start : start + bs] for start in range(0, n, bs)]
+        # batch norm cannot train on one example
+        return [idx for idx in cuts if not (shuffle and len(idx) < 2)]
+
+    def _feed(self, tensors: Tensors, train: bool = False, seed: int = 0) -> Feed | None:
+        """The DataLoader feed of ``tensors`` (``experiment/loader.py``), augmenting when
+        ``train``; None where batches are gathered in this process (no workers, no pinning,
+        no augmentation: the in-memory path)."""
+        transform = build_transform(self.augment, self.info.image_size) if train else None
+        if not (self.num_workers or self.pin_memory or transform is not None):
+            return None
+        return Feed(tensors, self.move, self.num_workers, self.pin_memory, transform, seed, train)
 
     def to_device(self, tensors: Tensors, idx: torch.Tensor) -> Tensors:
         # ROI masks stay in the CPU tables (context.train["mask"]); batches carry only what
         # update() needs, so the loop costs no more than a bare one.
-        batch = {
-            k: v[idx].to(self.device, non_blocking=True)
-            for k, v in tensors.items()
-            if k not in ("x", "mask")
-        }
-        batch["x"] = tensors["x"][idx].to(self.device, non_blocking=True).float().div_(255.0)
-        return batch
+        batch = {k: v[idx] for k, v in tensors.items() if k != "mask"}
+        rows_read(batch["x"].nbytes)  # drops the image cache's pages now and then
+        return self.move(batch)
+
+    def move(self, batch: Tensors) -> Tensors:
+        """A gathered CPU batch on the device, ``x`` as float in [0, 1] (uint8 is scaled;
+        augmented batches already are), channels-last where set."""
+        out = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if k != "x"}
+        x = batch["x"].to(self.device, non_blocking=True)
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out["x"] = x
+        return out
 
     @staticmethod
     def sampling_weights(method: Method, tensors: Tensors) -> torch.Tensor | None:
@@ -127,13 +166,18 @@ class Context:
         tensors = self.train if tensors is None else tensors
         gen = torch.Generator().manual_seed(self.seed + HELPER_STREAM if seed is None else seed)
         weights = self.sampling_weights(method, tensors)
+        feed = self._feed(tensors, train=True, seed=int(gen.initial_seed()))
         means: dict[str, float] = {}
         for epoch in range(epochs):
             method.train()
             sums: dict[str, float] = {}
             n_batches = 0
             t_epoch = time.perf_counter()
-            for batch in self.batches(tensors, weights=weights, generator=gen):
+            if feed is None:
+                epoch_batches = self.batches(tensors, weights=weights, generator=gen)
+            else:
+                epoch_batches = feed.epoch(self.plan(len(tensors["y"]), True, weights, None, gen))
+            for batch in epoch_batches:
                 with self.autocast():
                     losses = method.update(batch)
                 self.samples_seen += len(batch["y"])

@@ -28,6 +28,7 @@ from shortcutlab.evaluation.audit import fairness_gap_cis
 from shortcutlab.experiment.config import ExperimentConfig, MethodSpec
 from shortcutlab.experiment.context import Context, tensors_of
 from shortcutlab.experiment.hparams import method_hparams
+from shortcutlab.experiment.loader import device_settings
 from shortcutlab.experiment.runner import (
     carve_holdout,
     evaluate_method,
@@ -76,16 +77,18 @@ def posthoc_context(
     """A context for evaluating (and SWiFT-tuning) a finished model: val is the only split it
     holds; nothing is trained through it."""
     val = tensors_of(table.split("val"))
+    device = resolve_device(cfg.train.device)
+    settings = device_settings(device, cfg.train.amp, cfg.train.bf16)
     return Context(
         train=val,
         val=val,
         info=method.info,
         layout=layout,
-        device=resolve_device(cfg.train.device),
+        device=device,
         seed=layout.seed,
         batch_size=cfg.train.batch_size,
         eval_batch_size=cfg.train.eval_batch_size,
-        bf16=cfg.train.bf16,
+        bf16=settings.autocast_bf16,
     )
 
 

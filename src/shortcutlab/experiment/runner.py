@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 import yaml
 
+from shortcutlab.data.augment import augment_spec
 from shortcutlab.data.grouping import Grouper, empty_train_groups
 from shortcutlab.data.sources import load_csv_dataset, load_npz_dataset, make_synthetic
 from shortcutlab.data.table import ImageTable, resolved_frame
@@ -37,6 +38,7 @@ from shortcutlab.evaluation.sanity import degenerate_reasons
 from shortcutlab.experiment.config import DatasetConfig, ExperimentConfig, MethodSpec
 from shortcutlab.experiment.context import Context, tensors_of
 from shortcutlab.experiment.hparams import method_hparams, validate_names
+from shortcutlab.experiment.loader import device_settings
 from shortcutlab.methods import Method, TaskInfo, get_method
 from shortcutlab.models import build_model
 from shortcutlab.models.checkpoint import Checkpoint
@@ -317,6 +319,9 @@ def _prepare(
     info = task_info(table, cfg, steps)
     _seed_everything(seed)
     method = build_method(spec.registry_name, hp, info, cfg.train).to(device)
+    settings = device_settings(device, cfg.train.amp, cfg.train.bf16)
+    if settings.channels_last:
+        method = method.to(memory_format=torch.channels_last)
     unlabelled = None
     if UNLABELLED_SPLIT in table.splits:
         unlabelled = tensors_of(table.split(UNLABELLED_SPLIT))
@@ -331,8 +336,12 @@ def _prepare(
         seed=seed,
         batch_size=cfg.train.batch_size,
         eval_batch_size=cfg.train.eval_batch_size,
-        bf16=cfg.train.bf16,
+        bf16=settings.autocast_bf16,
         precise_bn=cfg.train.precise_bn,
+        num_workers=cfg.train.num_workers,
+        augment=augment_spec(cfg.train.augment),
+        pin_memory=settings.pin_memory,
+        channels_last=settings.channels_last,
     )
     return ctx, method, hp, warnings
 
