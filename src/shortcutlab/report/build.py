@@ -641,6 +641,57 @@ def build_report(run_dir: str | Path, kind: ReportKind = "auto") -> Path:
     sizes = group_sizes(counts, results)
     runs = _read_runs(layout) if kind == "run" else []
     select = config.get("select") or "val_worst_group"
+    degenerate, flags, alerts = _flags_and_alerts(results, runs)
+
+    dataset = (config.get("dataset") or {}).get("name", layout.root.name)
+    model = order[0] if order else layout.root.name
+    title = f"shortcutlab audit: {model}" if kind == "audit" else f"shortcutlab report: {dataset}"
+    headline = headline_table(results, order)
+    _write_summary(layout, title, config, headline, results, order, degenerate, kind)
+
+    # figures: written to figures/report_<name>.pdf/.png and embedded
+    figs, chance_txt = _report_figures(
+        layout, results, order, colors, card, chance, sizes, runs, select, kind
+    )
+
+    extra_figs = [(p.stem.replace("_", " "), _b64(p.read_bytes())) for p in layout.figures()]
+    meta = _metadata(layout, config, results, order, runs, kind)
+    env = Environment(
+        loader=PackageLoader("shortcutlab", "report/templates"), autoescape=select_autoescape()
+    )
+    page = env.get_template("report.html").render(
+        title=title,
+        kind=kind,
+        meta=meta,
+        alerts=alerts,
+        legend=[(m, colors[m]) for m in order],
+        config_yaml=yaml.safe_dump(config, sort_keys=False),
+        headline=html_table(headline, colors, flags),
+        accuracy_ci=html_table(accuracy_ci_table(results, order), colors, flags),
+        fairness=html_table(fairness_table(results, order), colors, flags),
+        metrics=html_table(metric_table(results, order), colors, flags),
+        probes=html_table(probe_table(results, order), colors, flags),
+        groups=html_table(group_table(results, order, sizes), colors, flags),
+        runs=html_table(runs_table(runs, order, degenerate, select), colors, flags),
+        split_counts=html_table(_named_counts(counts, results), colors)
+        if counts is not None
+        else "",
+        figs={k: v for k, v in figs.items() if v is not None},
+        extra_figs=extra_figs,
+        samples=_b64(layout.samples.read_bytes()) if layout.samples.exists() else None,
+        definitions=[DEFINITIONS[k] for k in DEFINITIONS],
+        select=select,
+        chance_txt=chance_txt,
+    )
+    write_text_atomic(page, layout.report)
+    return layout.report
+
+
+def _flags_and_alerts(
+    results: pd.DataFrame, runs: list[dict]
+) -> tuple[list[tuple[str, int]], dict[str, str], list[str]]:
+    """The degenerate (method, seed) runs, a badge per flagged method, and the page's alerts
+    (degenerate runs and every warning of the runs' ``done.json``)."""
     degenerate = degenerate_runs(results)
     flags: dict[str, str] = {}
     for m in dict.fromkeys(m for m, _ in degenerate):
@@ -655,13 +706,23 @@ def build_report(run_dir: str | Path, kind: ReportKind = "auto") -> Path:
         for w in (r["done"] or {}).get("warnings") or []:
             alerts.append(f"{r['method']} seed {r['seed']}: {w}")
 
-    dataset = (config.get("dataset") or {}).get("name", layout.root.name)
-    model = order[0] if order else layout.root.name
-    title = f"shortcutlab audit: {model}" if kind == "audit" else f"shortcutlab report: {dataset}"
-    headline = headline_table(results, order)
-    _write_summary(layout, title, config, headline, results, order, degenerate, kind)
+    return degenerate, flags, alerts
 
-    # figures: written to figures/report_<name>.pdf/.png and embedded
+
+def _report_figures(
+    layout: ExperimentLayout,
+    results: pd.DataFrame,
+    order: list[str],
+    colors: dict[str, str],
+    card: dict[str, int],
+    chance: float,
+    sizes: dict[tuple[str, str], float],
+    runs: list[dict],
+    select: str,
+    kind: str,
+) -> tuple[dict[str, _Figure | None], str]:
+    """Every report figure, written as ``figures/report_<name>.pdf`` and a 300-dpi PNG, with its
+    caption; and the chance-level text the captions share."""
     n_cls = card.get("y", 2)
     chance_txt = f"chance = 1/{n_cls} = {100 * chance:.0f}%"
     seeds_note = (
@@ -727,37 +788,7 @@ def build_report(run_dir: str | Path, kind: ReportKind = "auto") -> Path:
             f" dashed). Star: {_defn('selected_epoch')}",
         )
 
-    extra_figs = [(p.stem.replace("_", " "), _b64(p.read_bytes())) for p in layout.figures()]
-    meta = _metadata(layout, config, results, order, runs, kind)
-    env = Environment(
-        loader=PackageLoader("shortcutlab", "report/templates"), autoescape=select_autoescape()
-    )
-    page = env.get_template("report.html").render(
-        title=title,
-        kind=kind,
-        meta=meta,
-        alerts=alerts,
-        legend=[(m, colors[m]) for m in order],
-        config_yaml=yaml.safe_dump(config, sort_keys=False),
-        headline=html_table(headline, colors, flags),
-        accuracy_ci=html_table(accuracy_ci_table(results, order), colors, flags),
-        fairness=html_table(fairness_table(results, order), colors, flags),
-        metrics=html_table(metric_table(results, order), colors, flags),
-        probes=html_table(probe_table(results, order), colors, flags),
-        groups=html_table(group_table(results, order, sizes), colors, flags),
-        runs=html_table(runs_table(runs, order, degenerate, select), colors, flags),
-        split_counts=html_table(_named_counts(counts, results), colors)
-        if counts is not None
-        else "",
-        figs={k: v for k, v in figs.items() if v is not None},
-        extra_figs=extra_figs,
-        samples=_b64(layout.samples.read_bytes()) if layout.samples.exists() else None,
-        definitions=[DEFINITIONS[k] for k in DEFINITIONS],
-        select=select,
-        chance_txt=chance_txt,
-    )
-    write_text_atomic(page, layout.report)
-    return layout.report
+    return figs, chance_txt
 
 
 def _named_counts(counts: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
