@@ -124,13 +124,15 @@ def _print_headline(out: Path) -> None:
     import yaml
 
     from shortcutlab.report.build import headline_table
+    from shortcutlab.report.figures import method_order
     from shortcutlab.store.results import read_results
 
-    order = None
-    with suppress(OSError, yaml.YAMLError, AttributeError, TypeError):
-        methods = (yaml.safe_load((out / "config.yaml").read_text()) or {}).get("methods") or []
-        order = [m if isinstance(m, str) else m["name"] for m in methods]
-    headline = headline_table(read_results(out / "results.csv"), order)
+    config = None
+    with suppress(OSError, yaml.YAMLError):
+        config = yaml.safe_load((out / "config.yaml").read_text())
+    results = read_results(out / "results.csv")
+    order = method_order(config if isinstance(config, dict) else None, results["method"])
+    headline = headline_table(results, order)
     table = Table(title=f"{out}: accuracy % (val = with the shortcut, inv = against it)")
     # method names are never cut: the number columns wrap instead
     width = max((len(str(m)) for m in headline.index), default=6)

@@ -680,9 +680,8 @@ def _run_locked(
 
 
 def _say_warnings(run: RunLayout, say: Callable[[str], None]) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        for warning in json.loads(run.done.read_text()).get("warnings", []):
-            say(f"{run.method} seed {run.seed}: WARNING {warning}")
+    for warning in (run.read_done() or {}).get("warnings", []):
+        say(f"{run.method} seed {run.seed}: WARNING {warning}")
 
 
 def _load_announced(

@@ -26,9 +26,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from shortcutlab.data.table import ImageTable  # noqa: E402
-from shortcutlab.plotting import generated_grid, png_bytes  # noqa: E402, F401
-
-_png = png_bytes
+from shortcutlab.plotting import png_bytes  # noqa: E402
 
 
 def save_sample_grid(table: ImageTable, path: Path, per_group: int = 8, seed: int = 0) -> None:
@@ -67,7 +65,7 @@ def save_sample_grid(table: ImageTable, path: Path, per_group: int = 8, seed: in
                 ax.axis("off")
         axes[r, 0].set_ylabel(names[g], fontsize=7, rotation=0, ha="right", va="center")
     fig.suptitle(f"{table.name}: train examples by group", fontsize=9)
-    path.write_bytes(_png(fig))
+    path.write_bytes(png_bytes(fig))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -652,4 +650,4 @@ def tsne_plot(
         ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=10, y=1.05)
-    return _png(fig)
+    return png_bytes(fig)

@@ -148,13 +148,6 @@ class ExperimentLayout:
         self.figures_dir.mkdir(parents=True, exist_ok=True)
         return self.figures_dir / f"{REPORT_FIGURE_PREFIX}{name}.{ext}"
 
-    def run_logs(self) -> Iterator[tuple[str, int, Path]]:
-        """``(method, seed, log.jsonl)`` of every run folder present, sorted by path."""
-        for path in sorted(self.root.glob("*/seed_*/log.jsonl")):
-            seed = path.parent.name.removeprefix("seed_")
-            if seed.lstrip("-").isdigit():
-                yield path.parent.parent.name, int(seed), path
-
     def figures(self) -> list[Path]:
         """The PNGs that runs and commands wrote into ``figures/`` (not the report's own)."""
         return [
