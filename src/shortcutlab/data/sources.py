@@ -25,7 +25,7 @@ from shortcutlab.data.splits import (
     split_order,
     split_report,
 )
-from shortcutlab.data.table import ImageTable
+from shortcutlab.data.table import ImageTable, SyntheticRender
 from shortcutlab.data.target_domain import target_domain_defaults
 from shortcutlab.errors import ShortcutlabError
 
@@ -87,11 +87,24 @@ def make_synthetic(
         sort_keys=True,
     )
     path = cache_dir() / f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npz"
+
+    def render_info(n: int) -> SyntheticRender:
+        pairs = tuple(sorted((k, float(v)) for k, v in (strengths or {}).items()))
+        return SyntheticRender(name, int(seed), int(image_size), pairs, int(n))
+
     if use_cache and path.exists():
         try:
             with np.load(path, allow_pickle=False) as f:
                 meta = pd.read_json(f["meta"].item(), orient="split")
-                return ImageTable(f["images"], meta, attributes, 2, f["masks"], name)
+                return ImageTable(
+                    f["images"],
+                    meta,
+                    attributes,
+                    2,
+                    f["masks"],
+                    name,
+                    render=render_info(len(meta)),
+                )
         except Exception:  # a corrupt cache entry is regenerated, never trusted
             path.unlink(missing_ok=True)
 
@@ -108,13 +121,14 @@ def make_synthetic(
     images, masks = render_synthetic(
         name, meta, seed=seed, image_size=image_size, strengths=strengths
     )
+    meta["render_row"] = np.arange(len(meta))  # where each row lies in the render (counterfactuals)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         # a name of this process's own: runs started side by side may render the same data
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
         np.savez(tmp, images=images, masks=masks, meta=np.array(meta.to_json(orient="split")))
         tmp.replace(path)
-    return ImageTable(images, meta, attributes, 2, masks, name)
+    return ImageTable(images, meta, attributes, 2, masks, name, render=render_info(len(meta)))
 
 
 # --------------------------------------------------------------------------------------------

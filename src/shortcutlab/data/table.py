@@ -64,6 +64,18 @@ def take_rows(array: np.ndarray, index: np.ndarray) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class SyntheticRender:
+    """What renders an embedded phantom's table again: the dataset name, the seed, the image size,
+    the factor strengths and the number of rows it was rendered with (docs/methods.md section 8)."""
+
+    name: str
+    seed: int
+    image_size: int
+    strengths: tuple[tuple[str, float], ...]
+    total: int
+
+
 @dataclass
 class ImageTable:
     images: np.ndarray  # uint8, (N, C, H, W)
@@ -82,6 +94,9 @@ class ImageTable:
     # the metadata column naming each image's source file (None: images without files, e.g.
     # the embedded datasets); ``resolved_frame`` writes it as ``path``
     source_column: str | None = None
+    # the embedded phantoms only: how the images were rendered, so any row can be rendered again
+    # with one factor changed (``data/counterfactual.py``); meta then has a ``render_row`` column
+    render: SyntheticRender | None = None
 
     def __post_init__(self) -> None:
         if len(self.images) != len(self.meta):
@@ -125,6 +140,7 @@ class ImageTable:
             attribute_values=dict(self.attribute_values),
             grouper=self.grouper,
             source_column=self.source_column,
+            render=self.render,
         )
 
     def split(self, name: str) -> ImageTable:

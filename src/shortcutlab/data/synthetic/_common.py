@@ -9,11 +9,31 @@ makes every phantom look the same at 32, 64 or 128 pixels.
 
 from __future__ import annotations
 
+import contextvars
+from contextlib import contextmanager
 from functools import lru_cache
 
 import numpy as np
 
 F32 = np.float32
+
+# False while ``without_pixel_noise()`` is active: the factor masks are drawn without scanner noise
+_PIXEL_NOISE = contextvars.ContextVar("pixel_noise", default=True)
+
+
+@contextmanager
+def without_pixel_noise():
+    """Render with the white pixel noise set to zero (its random draws still happen, so every
+    other nuisance is unchanged) and without rounding to uint8 (float32 on the 0-255 scale): the
+    factor masks (``factor_masks``) compare two such renders, so a factor that also raises the
+    noise level (a scanner, a site) is located by what it draws, and a change too small to move
+    a rounded pixel without noise is still found where noise would make it move one.
+    """
+    token = _PIXEL_NOISE.set(False)
+    try:
+        yield
+    finally:
+        _PIXEL_NOISE.reset(token)
 
 
 def grid(size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -74,6 +94,9 @@ def present(strength: float, z: np.ndarray) -> np.ndarray:
 def pixel_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     """Zero-mean, unit-variance white noise (uniform: several times cheaper than Gaussian)."""
     u = rng.random(shape, dtype=F32)
+    if not _PIXEL_NOISE.get():
+        u[...] = 0
+        return u
     u -= F32(0.5)
     u *= F32(12**0.5)
     return u
@@ -81,6 +104,8 @@ def pixel_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
     img = img * F32(255)
+    if not _PIXEL_NOISE.get():  # inside without_pixel_noise(): unrounded
+        return np.clip(img, 0, 255)
     img += F32(0.5)
     np.clip(img, 0, 255, out=img)
     return img.astype(np.uint8)
