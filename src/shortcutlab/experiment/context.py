@@ -156,19 +156,28 @@ class Context:
         tensors: Tensors | None = None,
         on_epoch: EpochCallback | None = None,
         seed: int | None = None,
+        *,
+        start_epoch: int = 0,
+        generator: torch.Generator | None = None,
     ) -> dict[str, float]:
         """Train ``method`` for ``epochs`` on ``tensors`` (default: ``train``) with its sampling.
 
         ``on_epoch(epoch, mean_losses)`` runs after every epoch (the runner's model selection);
         ``seed`` seeds the batch order (default: a stream apart from the main run's, for helper
-        models). Returns the last epoch's mean losses.
+        models). ``generator`` (the batch order's, seeded by the caller) and ``start_epoch``
+        continue a run from an epoch checkpoint (the runner's ``resume``). Returns the last
+        epoch's mean losses.
         """
         tensors = self.train if tensors is None else tensors
-        gen = torch.Generator().manual_seed(self.seed + HELPER_STREAM if seed is None else seed)
+        gen = generator
+        if gen is None:
+            gen = torch.Generator().manual_seed(self.seed + HELPER_STREAM if seed is None else seed)
         weights = self.sampling_weights(method, tensors)
         feed = self._feed(tensors, train=True, seed=int(gen.initial_seed()))
+        if feed is not None:
+            feed.epochs = start_epoch  # augmentation seeds follow the epoch number
         means: dict[str, float] = {}
-        for epoch in range(epochs):
+        for epoch in range(start_epoch, epochs):
             method.train()
             sums: dict[str, float] = {}
             n_batches = 0
