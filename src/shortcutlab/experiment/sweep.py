@@ -260,7 +260,8 @@ def _run_local(cfg, layout, pending, status, on_progress, say, hook, _address) -
     for trial in pending:
         _report(status, on_progress, 1)
         try:
-            seconds = run_trial(cfg, trial, layout.trial(trial.method, trial.draw, trial.seed))
+            run = layout.trial(trial.method, trial.draw, trial.seed)
+            seconds = run_trial(cfg, trial, run, hook=hook)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - recorded; the other trials go on
