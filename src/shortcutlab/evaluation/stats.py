@@ -5,8 +5,8 @@ statistics"), on scipy and scikit-posthocs.
   over seeds (``scipy.stats.bootstrap``).
 - ``paired``: a method against a baseline over the seeds both have: the per-seed differences,
   their mean with a bootstrap interval and, from 5 seeds on, the Wilcoxon signed-rank p
-  (``scipy.stats.wilcoxon``; with fewer pairs its smallest possible two-sided p is above 0.05,
-  so none is reported).
+  (``scipy.stats.wilcoxon``, exact for small samples). Its smallest possible two-sided p is
+  2 / 2^n: 0.125 with 4 pairs (none is reported), 0.0625 with 5, 0.031 with 6.
 - ``rank_test``: methods ranked within each block (a data set, a config or a seed), mean ranks,
   Friedman's test (``scipy.stats.friedmanchisquare``), Nemenyi's post-hoc p-values
   (``scikit_posthocs.posthoc_nemenyi_friedman``) and the critical difference of the mean ranks
