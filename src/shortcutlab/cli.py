@@ -191,6 +191,13 @@ def report(run_dir: Path = typer.Argument(..., help="a finished run folder")) ->
 
     if not run_dir.is_dir():
         _fail(f"run folder {run_dir} does not exist")
+    from shortcutlab.store.sweep_layout import SweepLayout
+
+    if SweepLayout.is_sweep(run_dir):  # a sweep's report is its comparison page
+        from shortcutlab.report.compare import build_comparison
+
+        console.print(f"report: {build_comparison([run_dir], run_dir)}")
+        return
     path = build_report(run_dir)
     console.print(f"report: {path}")
 
@@ -356,7 +363,7 @@ def sweep(
     """Every (method, hyperparameter draw, seed) of a config as one trial, here or on Ray;
     merged results, trials.csv, selection on val and statistics across seeds in report.html."""
     from shortcutlab.experiment.config import load_config
-    from shortcutlab.experiment.sweep import EXECUTORS, run_sweep
+    from shortcutlab.experiment.sweep import EXECUTORS
     from shortcutlab.report.compare import build_comparison
 
     items = list(args or []) + list(ctx.args)
@@ -380,7 +387,41 @@ def sweep(
         from shortcutlab.tracking import mlflow_module
 
         mlflow_module()  # a missing extra fails now, not after the sweep
+    if preset == "full":  # every embedded dataset, one sweep folder each, then one comparison
+        from shortcutlab.experiment.presets import FULL_DATASETS
+
+        folders = []
+        for name, dataset_overrides in FULL_DATASETS.items():
+            cfg = load_config(config_path, "full", [*dataset_overrides, *overrides])
+            console.print(f"[bold]{name}[/]")
+            folders.append(out / name)
+            options = (executor, address, trials, oracle, track, track_uri, quiet)
+            _sweep_one(cfg, out / name, *options, exit_on_failure=False)
+        report = build_comparison(folders, out, oracle=oracle)
+        console.print(f"comparison: {report}")
+        if any(_failed_trials(f) for f in folders):
+            raise typer.Exit(1)
+        return
     cfg = load_config(config_path, preset, overrides)
+    _sweep_one(cfg, out, executor, address, trials, oracle, track, track_uri, quiet)
+
+
+def _sweep_one(
+    cfg,
+    out: Path,
+    executor: str,
+    address: str | None,
+    trials: int | None,
+    oracle: bool,
+    track: str | None,
+    track_uri: str | None,
+    quiet: bool,
+    exit_on_failure: bool = True,
+) -> int:
+    """One sweep folder: trials, report, selected table, tracking; the number of failed trials
+    (exit status 1 when ``exit_on_failure`` and one failed)."""
+    from shortcutlab.experiment.sweep import run_sweep
+    from shortcutlab.report.compare import build_comparison
 
     def say(msg: str) -> None:
         if "WARNING" in msg or "FAILED" in msg:
@@ -428,7 +469,9 @@ def sweep(
     failed = _failed_trials(out)
     if failed:
         console.print(f"[bold red]{failed} trial(s) failed[/] (trials.csv names the error)")
-        raise typer.Exit(1)
+        if exit_on_failure:
+            raise typer.Exit(1)
+    return failed
 
 
 def _failed_trials(out: Path) -> int:
