@@ -156,22 +156,31 @@ class Context:
         tensors: Tensors | None = None,
         on_epoch: EpochCallback | None = None,
         seed: int | None = None,
-        *,
-        start_epoch: int = 0,
-        generator: torch.Generator | None = None,
     ) -> dict[str, float]:
         """Train ``method`` for ``epochs`` on ``tensors`` (default: ``train``) with its sampling.
 
         ``on_epoch(epoch, mean_losses)`` runs after every epoch (the runner's model selection);
         ``seed`` seeds the batch order (default: a stream apart from the main run's, for helper
-        models). ``generator`` (the batch order's, seeded by the caller) and ``start_epoch``
-        continue a run from an epoch checkpoint (the runner's ``resume``). Returns the last
-        epoch's mean losses.
+        models). Returns the last epoch's mean losses.
         """
+        gen = torch.Generator().manual_seed(self.seed + HELPER_STREAM if seed is None else seed)
+        return self.fit_from(method, epochs, tensors, on_epoch, generator=gen)
+
+    def fit_from(
+        self,
+        method: Method,
+        epochs: int,
+        tensors: Tensors | None = None,
+        on_epoch: EpochCallback | None = None,
+        *,
+        generator: torch.Generator,
+        start_epoch: int = 0,
+    ) -> dict[str, float]:
+        """``fit`` with the batch order's ``generator`` given, from epoch ``start_epoch``: the
+        runner continues a run from an epoch checkpoint with it (``train_one(resume=True)``);
+        not part of the ``RunContext`` protocol."""
         tensors = self.train if tensors is None else tensors
         gen = generator
-        if gen is None:
-            gen = torch.Generator().manual_seed(self.seed + HELPER_STREAM if seed is None else seed)
         weights = self.sampling_weights(method, tensors)
         feed = self._feed(tensors, train=True, seed=int(gen.initial_seed()))
         if feed is not None:

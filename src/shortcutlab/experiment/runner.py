@@ -565,13 +565,8 @@ def _fit_with_selection(
 
         ctx.on_step = on_step
         try:
-            ctx.fit(
-                method,
-                cfg.train.epochs,
-                on_epoch=on_epoch,
-                seed=ctx.seed,
-                start_epoch=start,
-                generator=generator,
+            ctx.fit_from(
+                method, cfg.train.epochs, on_epoch=on_epoch, generator=generator, start_epoch=start
             )
         finally:
             ctx.on_step = None
