@@ -228,6 +228,7 @@ def run_sweep(
                 seconds = ((run.read_done() or {}).get("compute") or {}).get("seconds")
                 status[t] = _Status("done", float(seconds or "nan"))
         pending = [t for t in plan if status[t].status != "done"]
+        _report(status, on_progress, 0)
         if len(pending) < len(plan):
             say(f"{len(plan) - len(pending)} of {len(plan)} trials finished before, skipped")
         try:
