@@ -191,6 +191,13 @@ def report(run_dir: Path = typer.Argument(..., help="a finished run folder")) ->
 
     if not run_dir.is_dir():
         _fail(f"run folder {run_dir} does not exist")
+    from shortcutlab.store.sweep_layout import SweepLayout
+
+    if SweepLayout.is_sweep(run_dir):  # a sweep's report is its comparison page
+        from shortcutlab.report.compare import build_comparison
+
+        console.print(f"report: {build_comparison([run_dir], run_dir)}")
+        return
     path = build_report(run_dir)
     console.print(f"report: {path}")
 
@@ -332,6 +339,183 @@ def _print_audit(results) -> None:
                 leak = pct(r[(split, attr, "probe_accuracy[f]")])
                 table.add_row("", f"{attr} probe leakage (features -> {attr})", leak)
     out_console.print(table)
+
+
+# ---------------------------------------------------------------------------------------------
+# sweep and compare (experiment/sweep.py, experiment/selection.py, report/compare.py)
+# ---------------------------------------------------------------------------------------------
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def sweep(
+    ctx: typer.Context,
+    args: list[str] = typer.Argument(
+        None, help="[CONFIG.yaml] then key.sub=value overrides", show_default=False
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="sweep folder"),
+    preset: str = typer.Option(None, "--preset", help="quick | full"),
+    trials: int = typer.Option(None, "--trials", help="draws per method (default sweep.trials)"),
+    executor: str = typer.Option("local", "--executor", help="local | ray"),
+    address: str = typer.Option(None, "--address", help="join this Ray cluster (with ray)"),
+    oracle: bool = typer.Option(False, "--oracle", help="add the test-selected tables, labelled"),
+    track: str = typer.Option(None, "--track", help="mlflow: log to OUT/mlruns (file store)"),
+    track_uri: str = typer.Option(None, "--track-uri", help="MLflow tracking URI (file://...)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
+) -> None:
+    """Every (method, hyperparameter draw, seed) of a config as one trial, here or on Ray;
+    merged results, trials.csv, selection on val and statistics across seeds in report.html."""
+    from shortcutlab.experiment.config import load_config
+    from shortcutlab.experiment.sweep import EXECUTORS
+    from shortcutlab.report.compare import build_comparison
+
+    items = list(args or []) + list(ctx.args)
+    config_path, overrides = None, []
+    for item in items:
+        if "=" in item:
+            overrides.append(item)
+        elif config_path is None:
+            config_path = item
+        else:
+            _fail(f"unexpected argument '{item}': give one config file, then key=value overrides")
+    if config_path is None and preset is None:
+        _fail("give a config file or --preset quick|full")
+    if executor not in EXECUTORS:
+        _fail(f"--executor must be local or ray, not '{executor}'")
+    if trials is not None and trials < 1:
+        _fail(f"--trials must be 1 or more, not {trials}")
+    if track is not None and track != "mlflow":
+        _fail(f"--track supports mlflow, not '{track}'")
+    if track:
+        from shortcutlab.tracking import mlflow_module
+
+        mlflow_module()  # a missing extra fails now, not after the sweep
+    if preset == "full":  # every embedded dataset, one sweep folder each, then one comparison
+        from shortcutlab.experiment.presets import FULL_DATASETS
+
+        folders = []
+        for name, dataset_overrides in FULL_DATASETS.items():
+            cfg = load_config(config_path, "full", [*dataset_overrides, *overrides])
+            console.print(f"[bold]{name}[/]")
+            folders.append(out / name)
+            options = (executor, address, trials, oracle, track, track_uri, quiet)
+            _sweep_one(cfg, out / name, *options, exit_on_failure=False)
+        report = build_comparison(folders, out, oracle=oracle)
+        console.print(f"comparison: {report}")
+        if any(_failed_trials(f) for f in folders):
+            raise typer.Exit(1)
+        return
+    cfg = load_config(config_path, preset, overrides)
+    _sweep_one(cfg, out, executor, address, trials, oracle, track, track_uri, quiet)
+
+
+def _sweep_one(
+    cfg,
+    out: Path,
+    executor: str,
+    address: str | None,
+    trials: int | None,
+    oracle: bool,
+    track: str | None,
+    track_uri: str | None,
+    quiet: bool,
+    exit_on_failure: bool = True,
+) -> int:
+    """One sweep folder: trials, report, selected table, tracking; the number of failed trials
+    (exit status 1 when ``exit_on_failure`` and one failed)."""
+    from shortcutlab.experiment.sweep import run_sweep
+    from shortcutlab.report.compare import build_comparison
+
+    def say(msg: str) -> None:
+        if "WARNING" in msg or "FAILED" in msg:
+            console.print(f"[bold yellow]{msg}[/]", highlight=False, soft_wrap=True)
+        elif not quiet:
+            console.print(f"[dim]{msg}[/]", highlight=False)
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+    columns += [TimeElapsedColumn(), TimeRemainingColumn()]
+    try:
+        with Progress(*columns, console=console, disable=quiet) as bar:
+            task = bar.add_task("trials", total=None)
+
+            def on_progress(done: int, running: int, failed: int, total: int) -> None:
+                text = f"trials: {done} done, {running} running, {failed} failed"
+                bar.update(task, description=text, completed=done + failed, total=total)
+
+            results = run_sweep(
+                cfg,
+                out,
+                executor=executor,
+                address=address,
+                trials=trials,
+                on_progress=on_progress,
+                on_event=say,
+            )
+    except KeyboardInterrupt:
+        command = shlex.join(["shortcutlab", *sys.argv[1:]])
+        console.print(
+            f"interrupted: finished trials in {out} are kept (results.csv and trials.csv list "
+            f"them); the others continue from their last epoch with the same command:\n  {command}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
+    report = build_comparison([out], out, oracle=oracle)
+    _print_selected(out, cfg.select)
+    if track:
+        from shortcutlab.tracking import log_sweep
+
+        uri = log_sweep(out, track_uri)
+        console.print(f"mlflow:  {uri}")
+    console.print(f"results: {out / 'results.csv'} ({len(results)} rows)")
+    console.print(f"trials:  {out / 'trials.csv'}\nreport:  {report}")
+    failed = _failed_trials(out)
+    if failed:
+        console.print(f"[bold red]{failed} trial(s) failed[/] (trials.csv names the error)")
+        if exit_on_failure:
+            raise typer.Exit(1)
+    return failed
+
+
+def _failed_trials(out: Path) -> int:
+    from shortcutlab.experiment.sweep import read_trials
+
+    return int((read_trials(out)["status"] == "failed").sum())
+
+
+def _print_selected(out: Path, rule: str) -> None:
+    from shortcutlab.experiment import selection
+    from shortcutlab.report.compare import read_study, selected_html_table
+
+    study = read_study(out)
+    if study.results.empty:
+        return
+    from shortcutlab.report.figures import method_order
+
+    order = method_order(study.config, study.results["method"])
+    table = selected_html_table(selection.selected_table(study.results, rule, order=order), "val")
+    shown = Table(title=f"{out}: selected on val ({rule}); % mean ± std [95% CI] over seeds")
+    shown.add_column("method", no_wrap=True)
+    keep = [c for c in table.columns if c in ("trial", "seeds", "inv acc", "bal worst group")]
+    for col in keep:
+        shown.add_column(col, justify="right", overflow="fold")
+    for method, row in table.iterrows():
+        shown.add_row(str(method), *[str(row[c]) for c in keep])
+    out_console.print(shown)
+
+
+@app.command()
+def compare(
+    dirs: list[Path] = typer.Argument(..., help="run or sweep folders"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for report.html"),
+    oracle: bool = typer.Option(False, "--oracle", help="add the test-selected tables, labelled"),
+) -> None:
+    """One report over several runs or sweeps: selected tables with CIs, paired differences
+    against ERM, hyperparameter sensitivity, mean ranks (Friedman, Nemenyi)."""
+    from shortcutlab.report.compare import build_comparison
+
+    for d in dirs:
+        if not d.is_dir():
+            _fail(f"folder {d} does not exist")
+    report = build_comparison(dirs, out, oracle=oracle)
+    console.print(f"report: {report}")
 
 
 def main() -> None:

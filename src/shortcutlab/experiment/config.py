@@ -233,6 +233,23 @@ class MethodSpec(_Strict):
         return self.method or self.name
 
 
+class SweepResources(_Strict):
+    """What one trial asks of Ray (``ray.remote`` resources); its torch threads = ``num_cpus``."""
+
+    num_cpus: float = Field(1.0, gt=0)
+    num_gpus: float = Field(0.0, ge=0)
+
+
+class SweepConfig(_Strict):
+    """``shortcutlab sweep`` (``experiment/sweep.py``, docs/contracts.md "Sweep folder"):
+    ``trials`` hyperparameter draws per method (draw 0: the defaults), each run with every seed;
+    per-trial Ray resources; how often Ray retries a trial whose worker died."""
+
+    trials: int = Field(1, ge=1)
+    resources: SweepResources = Field(default_factory=SweepResources)
+    max_retries: int = Field(3, ge=0)
+
+
 class ExperimentConfig(_Strict):
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     methods: list[MethodSpec] = Field(default_factory=lambda: [MethodSpec(name="erm")])
@@ -241,6 +258,7 @@ class ExperimentConfig(_Strict):
     select: Literal["val_average", "val_worst_group", "val_group_average"] = "val_worst_group"
     hparams: dict[str, dict[str, Any]] = Field(default_factory=dict)
     bootstrap: int = Field(200, ge=0)
+    sweep: SweepConfig = Field(default_factory=SweepConfig)  # read by `shortcutlab sweep` only
 
     @field_validator("methods", mode="before")
     @classmethod

@@ -163,12 +163,30 @@ class Context:
         ``seed`` seeds the batch order (default: a stream apart from the main run's, for helper
         models). Returns the last epoch's mean losses.
         """
-        tensors = self.train if tensors is None else tensors
         gen = torch.Generator().manual_seed(self.seed + HELPER_STREAM if seed is None else seed)
+        return self.fit_from(method, epochs, tensors, on_epoch, generator=gen)
+
+    def fit_from(
+        self,
+        method: Method,
+        epochs: int,
+        tensors: Tensors | None = None,
+        on_epoch: EpochCallback | None = None,
+        *,
+        generator: torch.Generator,
+        start_epoch: int = 0,
+    ) -> dict[str, float]:
+        """``fit`` with the batch order's ``generator`` given, from epoch ``start_epoch``: the
+        runner continues a run from an epoch checkpoint with it (``train_one(resume=True)``);
+        not part of the ``RunContext`` protocol."""
+        tensors = self.train if tensors is None else tensors
+        gen = generator
         weights = self.sampling_weights(method, tensors)
         feed = self._feed(tensors, train=True, seed=int(gen.initial_seed()))
+        if feed is not None:
+            feed.epochs = start_epoch  # augmentation seeds follow the epoch number
         means: dict[str, float] = {}
-        for epoch in range(epochs):
+        for epoch in range(start_epoch, epochs):
             method.train()
             sums: dict[str, float] = {}
             n_batches = 0

@@ -4,7 +4,9 @@ Data flows one way: config -> dataset -> method -> evaluation -> results (-> rep
 A run is one (method, seed): ``train_one`` = prepare the data and the method, fit with
 selection (``Context.fit``, ``experiment/context.py``), evaluate, save. Its folder
 (``store/layout.py``) holds ``checkpoint.pt``, ``log.jsonl``, ``results.csv`` and, written last,
-``done.json``. A re-run skips runs with ``done.json`` and redoes the others.
+``done.json``. A re-run skips runs with ``done.json`` and redoes the others; with
+``train_one(..., resume=True)`` (the sweep's trials, ``experiment/sweep.py``) a run also keeps an
+epoch checkpoint (``resume.pt``) and an interrupted one continues from its last epoch.
 Model selection sees only the val split; inv/bal/test labels are used for reporting alone.
 """
 
@@ -214,15 +216,21 @@ def train_one(
     seed: int,
     layout: RunLayout | str | Path,
     progress: ProgressFn | None = None,
+    *,
+    resume: bool = False,
 ) -> pd.DataFrame:
     """Train, select on val, evaluate every split; write the run folder; return its rows.
 
     ``layout``: the run's files (``ExperimentLayout.run``), or a folder for a run on its own.
+    ``resume``: write an epoch checkpoint (``resume.pt``) after every epoch and, when the folder
+    holds one, continue from it (the weights, optimisers, selection and random streams of that
+    epoch, so the result is the uninterrupted run's); otherwise an unfinished folder is redone
+    from scratch.
     """
     if not isinstance(layout, RunLayout):
         layout = RunLayout.single(layout, spec.name, seed)
     with torch_threads(cfg.train.num_threads):
-        return _train_one(table, cfg, spec, seed, layout, progress)
+        return _train_one(table, cfg, spec, seed, layout, progress, resume)
 
 
 def _train_one(
@@ -232,13 +240,19 @@ def _train_one(
     seed: int,
     layout: RunLayout,
     progress: ProgressFn | None,
+    resume: bool = False,
 ) -> pd.DataFrame:
-    if layout.dir.exists():
-        shutil.rmtree(layout.dir)  # an interrupted run is redone from scratch
-    layout.dir.mkdir(parents=True)
+    state = _read_resume(layout) if resume else None
+    if state is None:
+        if layout.dir.exists():
+            shutil.rmtree(layout.dir)  # an interrupted run is redone from scratch
+        layout.dir.mkdir(parents=True)
     ctx, method, hp, data_warnings = _prepare(table, cfg, spec, seed, layout)
-    t0 = time.perf_counter()
-    selection = _fit_with_selection(method, ctx, cfg, progress, f"{spec.name} seed {seed}", t0)
+    t0 = time.perf_counter() - (state["elapsed"] if state else 0.0)
+    label = f"{spec.name} seed {seed}"
+    selection = _fit_with_selection(
+        method, ctx, cfg, progress, label, t0, resume=resume, state=state
+    )
     rows = evaluate_method(method, table, ctx, cfg)
     degenerate = _degenerate(method, ctx, selection)
     rows.append(
@@ -252,8 +266,99 @@ def _train_one(
     }
     warnings = [w.removeprefix("warning: ") for w in data_warnings]
     warnings += degenerate + _selection_notes(selection)
+    if state is not None:
+        compute["resumed_from_epoch"] = int(state["epoch"])
     _save_run(layout, method, spec, hp, cfg, seed, selection, compute, results, warnings)
     return results
+
+
+# ---------------------------------------------------------------------------------------------
+# epoch checkpoints (``train_one(..., resume=True)``)
+RESUME_FILE = "resume.pt"
+
+
+def _optimizers(method: Method) -> dict[str, torch.optim.Optimizer]:
+    """The method's optimisers, by attribute name (``_optimizer``, MINE's ``mine_opt``, ...)."""
+    return {k: v for k, v in vars(method).items() if isinstance(v, torch.optim.Optimizer)}
+
+
+def _read_resume(layout: RunLayout) -> dict[str, Any] | None:
+    """The run's epoch checkpoint; None when there is none or it cannot be read."""
+    path = layout.file(RESUME_FILE)
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - a torn or foreign file means: start over
+        return None
+    return state if isinstance(state, dict) and "epoch" in state else None
+
+
+def _save_resume(
+    layout: RunLayout,
+    *,
+    epoch: int,
+    method: Method,
+    selection: Selection,
+    ctx: Context,
+    generator: torch.Generator,
+    train_before: float,
+    elapsed: float,
+) -> None:
+    """Everything the next epoch starts from, written atomically (temporary file, rename)."""
+    state = {
+        "epoch": epoch,
+        "method": method.state_dict(),
+        "optimizers": {k: opt.state_dict() for k, opt in _optimizers(method).items()},
+        "selection": {
+            k: getattr(selection, k)
+            for k in ("best_score", "best_average", "best_epoch", "best_state", "tie_breaks")
+        },
+        "last_losses": selection.last_losses,
+        "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy_rng": np.random.get_state(),
+        "samples_seen": ctx.samples_seen,
+        "train_seconds": ctx.train_seconds,
+        "train_before": train_before,
+        "elapsed": elapsed,
+    }
+    path = layout.file(RESUME_FILE)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _restore(
+    state: dict[str, Any],
+    method: Method,
+    selection: Selection,
+    ctx: Context,
+    generator: torch.Generator,
+) -> bool:
+    """Load an epoch checkpoint into a freshly prepared run; False when it does not fit (the
+    run then starts over)."""
+    try:
+        method.load_state_dict(state["method"])
+        for name, opt_state in state["optimizers"].items():
+            opt = method.optimizer if name == "_optimizer" else getattr(method, name, None)
+            if not isinstance(opt, torch.optim.Optimizer):
+                return False
+            opt.load_state_dict(opt_state)
+    except (RuntimeError, KeyError, ValueError):
+        return False
+    for k, v in state["selection"].items():
+        setattr(selection, k, v)
+    selection.last_losses = state["last_losses"]
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    np.random.set_state(state["numpy_rng"])
+    ctx.samples_seen = state["samples_seen"]
+    ctx.train_seconds = state["train_seconds"]
+    return True
 
 
 def _degenerate(method: Method, ctx: Context, selection: Selection) -> list[str]:
@@ -394,18 +499,36 @@ def _fit_with_selection(
     progress: ProgressFn | None,
     label: str,
     t0: float,
+    *,
+    resume: bool = False,
+    state: dict[str, Any] | None = None,
 ) -> Selection:
-    """The method's hooks around ``ctx.fit``; after every epoch the val score and a log line.
+    """The method's hooks around ``ctx.fit``; after every epoch the val score and a log line
+    (and, with ``resume``, an epoch checkpoint).
 
-    The best epoch's weights are restored before ``on_train_end``.
+    ``state``: an epoch checkpoint to continue from (``on_train_start`` runs again, then the
+    checkpoint replaces weights, optimisers and random streams). The best epoch's weights are
+    restored before ``on_train_end``.
     """
     selection = Selection(cfg.select, ctx.info.num_groups)
+    kept = []
+    if state is not None:  # the log up to the checkpoint's epoch
+        kept = [e for e in ctx.layout.read_log() if e.get("epoch", -1) <= state["epoch"]]
     with ctx.layout.log.open("w") as log:
+        for entry in kept:
+            log.write(json.dumps(entry) + "\n")
         method.on_train_start(ctx)
         ctx.train = method.training_data(ctx)
         steps = max(1, len(ctx.train["y"]) // cfg.train.batch_size)  # rows may have changed
         total = cfg.train.epochs * (steps + 1)
         done = [0]
+        generator = torch.Generator().manual_seed(ctx.seed)  # the batch order of ``fit``
+        before = ctx.train_seconds
+        start = 0
+        if state is not None and _restore(state, method, selection, ctx, generator):
+            start = int(state["epoch"]) + 1
+            before = state["train_before"]
+            done[0] = start * (steps + 1)
 
         def on_step() -> None:
             done[0] += 1
@@ -425,14 +548,26 @@ def _fit_with_selection(
             entry["seconds"] = time.perf_counter() - t0
             log.write(json.dumps(entry) + "\n")
             log.flush()
+            if resume:
+                _save_resume(
+                    ctx.layout,
+                    epoch=epoch,
+                    method=method,
+                    selection=selection,
+                    ctx=ctx,
+                    generator=generator,
+                    train_before=before,
+                    elapsed=time.perf_counter() - t0,
+                )
             done[0] = (epoch + 1) * (steps + 1)
             if progress:
                 progress(label, done[0], total)
 
-        before = ctx.train_seconds
         ctx.on_step = on_step
         try:
-            ctx.fit(method, cfg.train.epochs, on_epoch=on_epoch, seed=ctx.seed)
+            ctx.fit_from(
+                method, cfg.train.epochs, on_epoch=on_epoch, generator=generator, start_epoch=start
+            )
         finally:
             ctx.on_step = None
         selection.train_seconds = ctx.train_seconds - before
@@ -471,6 +606,7 @@ def _save_run(
         compute=compute,
     ).save(layout.checkpoint)
     write_csv_atomic(results, layout.results)
+    layout.file(RESUME_FILE).unlink(missing_ok=True)  # the run no longer needs it
     done = {
         "method": spec.name,
         "seed": seed,

@@ -28,7 +28,11 @@ class GroupDistil(KD):
         "eta": Hparam(
             0.01, "step size of the group weights", lambda r: float(10 ** r.uniform(-3, -1))
         ),
-        "weight_decay": Hparam(1e-3, "AdamW weight decay (strong, as for GroupDRO)"),
+        "weight_decay": Hparam(
+            1e-3,
+            "AdamW weight decay (strong, as for GroupDRO)",
+            lambda r: float(10 ** r.uniform(-4, -2)),
+        ),
     }
 
     def __init__(self, model, info, hparams):

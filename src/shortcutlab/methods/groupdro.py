@@ -42,7 +42,11 @@ class GroupDRO(Method):
         "eta": Hparam(
             0.01, "step size of the group weights", lambda r: float(10 ** r.uniform(-3, -1))
         ),
-        "weight_decay": Hparam(1e-3, "AdamW weight decay (strong, as the paper recommends)"),
+        "weight_decay": Hparam(
+            1e-3,
+            "AdamW weight decay (strong, as the paper recommends)",
+            lambda r: float(10 ** r.uniform(-4, -2)),
+        ),
     }
 
     def __init__(self, model, info, hparams):

@@ -38,7 +38,11 @@ class JTT(Method):
     name = "jtt"
     summary = "just train twice: upweight the training errors of a short ERM run"
     HPARAMS = {
-        "jtt_epochs": Hparam(2, "ERM epochs of the identification model (our default)"),
+        "jtt_epochs": Hparam(
+            2,
+            "ERM epochs of the identification model (our default)",
+            lambda r: int(r.choice([1, 2, 3])),
+        ),
         "lambda_up": Hparam(
             20.0, "weight of the error set", lambda r: float(r.choice([5, 20, 50, 100]))
         ),

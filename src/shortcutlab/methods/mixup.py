@@ -13,7 +13,11 @@ from shortcutlab.methods.registry import register
 class MixUp(Method):
     name = "mixup"
     summary = "train on convex combinations of image pairs and their labels"
-    HPARAMS = {"alpha": Hparam(0.4, "Beta(alpha, alpha) of the mixing weight")}
+    HPARAMS = {
+        "alpha": Hparam(
+            0.4, "Beta(alpha, alpha) of the mixing weight", lambda r: float(10 ** r.uniform(-1, 1))
+        )
+    }
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         x, y = batch["x"], batch["y"]
