@@ -51,6 +51,19 @@ def _append(path: Path, row: dict) -> None:
     path.write_text(json.dumps(rows, indent=1, default=float))
 
 
+def _printer():
+    """Progress lines (stage, done/total) at about every tenth of a stage, with the time."""
+    last: dict[str, int] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        step = max(1, total // 10)
+        if done == total or done // step != last.get(stage, -1):
+            last[stage] = done // step
+            print(f"{time.strftime('%H:%M:%S')} {stage}: {done}/{total}", flush=True)
+
+    return update
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, required=True)
@@ -84,7 +97,9 @@ def main() -> None:
                 out = args.out / f"{name}-{flip}-seed{seed}"
                 if not (out / "metrics.json").is_file():
                     start = time.perf_counter()
-                    counterfactual_dataset(cfg, flip, out, limit=args.limit, seed=seed)
+                    counterfactual_dataset(
+                        cfg, flip, out, limit=args.limit, seed=seed, progress=_printer()
+                    )
                     print(f"{out}: {time.perf_counter() - start:.0f} s", flush=True)
                 m = json.loads((out / "metrics.json").read_text())
                 row = {"config": name, "seed": seed, "flip": flip, "kind": "counterfactual"}
@@ -92,7 +107,7 @@ def main() -> None:
             if args.aug:
                 out = args.out / f"{name}-run-seed{seed}"
                 start = time.perf_counter()
-                run_experiment(cfg, out)
+                run_experiment(cfg, out, progress=_printer())
                 table = read_results(out / "results.csv")
                 acc = table[(table["target"] == "y") & (table["metric"] == "accuracy")]
                 for method, part in acc.groupby("method"):
@@ -122,7 +137,9 @@ def main() -> None:
                 over = [f"seeds=[{seed}]", "hparams.counterfactual-aug.drift_target=plain"]
                 cfg_plain = load_config(path, None, over)
                 if not (out / "metrics.json").is_file():
-                    counterfactual_dataset(cfg_plain, flip, out, limit=args.limit, seed=seed)
+                    counterfactual_dataset(
+                        cfg_plain, flip, out, limit=args.limit, seed=seed, progress=_printer()
+                    )
                 m = json.loads((out / "metrics.json").read_text())
                 row = {"config": name, "seed": seed, "flip": flip, "kind": "plain-target"}
                 _append(results, {**row, **{k: m.get(k) for k in KEYS}})
@@ -145,7 +162,7 @@ def print_tables(path: Path) -> None:
     for r in rows:
         if r["kind"] != "run":
             continue
-        f = lambda k: f"{100 * r[k]:.1f}" if isinstance(r.get(k), float) else "-"  # noqa: E731
+        f = lambda k, r=r: f"{100 * r[k]:.1f}" if isinstance(r.get(k), float) else "-"  # noqa: E731
         print(
             f"| {r['config']} | {r['seed']} | {r['method']} | {f('val_accuracy')} | "
             f"{f('inv_accuracy')} | {f('bal_accuracy')} | {f('auroc_bal')} |"
