@@ -103,6 +103,7 @@ def counterfactual_dataset(
     src_table = table.split(source_split)
     rows = np.sort(np.random.default_rng(seed).permutation(len(src_table))[: max(1, int(limit))])
     src_table = src_table.select(rows)
+    table_rows = np.flatnonzero(table.meta["split"].astype(str).to_numpy() == source_split)[rows]
     metrics, images, new_values, extra = score_counterfactuals(
         model,
         src_table,
@@ -132,7 +133,8 @@ def counterfactual_dataset(
             "train_delta": params.train_delta,
         }
     )
-    _write(tmp, src_table, info, flip, new_values, images, chosen, params, seed, metrics, extra)
+    _write(tmp, src_table, table_rows, info, flip, new_values, images, chosen, params, seed)
+    _write_extras(tmp, src_table, images, chosen, flip, metrics, extra)
     if out.exists():
         out.rmdir()  # empty (checked above)
     tmp.rename(out)
@@ -232,8 +234,8 @@ def score_counterfactuals(
     return m, cf, new, extra
 
 
-def _write(tmp, sources, info, flip, new, images, delta, params, seed, metrics, extra) -> None:
-    from shortcutlab.generative.latent_drift import plot_delta_curve
+def _write(tmp, sources, table_rows, info, flip, new, images, delta, params, seed) -> None:
+    """PNGs and ``metadata.csv``: the toolkit's CSV layout plus provenance columns."""
     from shortcutlab.generative.maskmedpaint import write_generated
 
     meta = sources.meta.reset_index(drop=True)
@@ -242,9 +244,11 @@ def _write(tmp, sources, info, flip, new, images, delta, params, seed, metrics, 
     old = out[flip].to_numpy().copy()
     out[flip] = new
     out["source_image"] = (
-        meta["path"].astype(str) if "path" in meta.columns else [f"row {i}" for i in meta.index]
+        meta["path"].astype(str)
+        if "path" in meta.columns
+        else [f"{sources.name} row {r}" for r in table_rows]
     )
-    out["source_row"] = sources.meta.index.to_numpy()
+    out["source_row"] = table_rows  # row of the data set the config names
     out["flipped_field"] = flip
     out["old_value"] = old
     out["new_value"] = new
@@ -253,6 +257,12 @@ def _write(tmp, sources, info, flip, new, images, delta, params, seed, metrics, 
     out["guidance"] = params.guidance
     out["generator"] = "latent-drift"
     write_generated(tmp, images, out)
+
+
+def _write_extras(tmp, sources, images, delta, flip, metrics, extra) -> None:
+    """``delta_curve.png``, ``grid.png`` and ``metrics.json``."""
+    from shortcutlab.generative.latent_drift import plot_delta_curve
+
     plot_delta_curve([tuple(p) for p in metrics["delta_curve"]], delta, tmp / "delta_curve.png")
     counterfactual_grid(sources.images, images.numpy(), extra["true"], tmp / "grid.png", flip)
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
