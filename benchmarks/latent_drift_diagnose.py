@@ -34,6 +34,12 @@ def main() -> None:
     ap.add_argument("--delta", type=float, nargs="+", default=[0.0])
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--out", type=Path)
+    ap.add_argument(
+        "--ae-probe",
+        default="",
+        help="also fit a fresh autoencoder with these block widths (e.g. 16,32) and score it",
+    )
+    ap.add_argument("--ae-steps", type=int, default=200)
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -93,6 +99,25 @@ def main() -> None:
         "runs": [],
     }
     assert set(fields) == set(cards)
+    if args.ae_probe:
+        from shortcutlab.generative import ConditionalDiffusion, train_autoencoder
+
+        widths = tuple(int(c) for c in args.ae_probe.split(","))
+        torch.manual_seed(0)
+        probe = ConditionalDiffusion.create(
+            x.shape[-1], x.shape[1], cards, latent=True, vae_channels=widths
+        )
+        train_autoencoder(probe, train["x"], args.ae_steps, params.batch_size)
+        out["ae_probe"] = {
+            "vae_channels": widths,
+            "latent_shape": probe.sample_shape,
+            "steps": args.ae_steps,
+            "autoencoder_l1": gm.l1(probe.reconstruct(x), x),
+            "effectiveness_autoencoded_true_cf": gm.effectiveness(
+                net, probe.reconstruct(true), args.flip, new
+            ),
+        }
+        print(json.dumps(out["ae_probe"]), flush=True)
     for g in args.guidance:
         for d in args.delta:
             cf = counterfactuals(model, x, cond, args.flip, new, params.sample_steps, g, d)

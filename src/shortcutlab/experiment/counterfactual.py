@@ -68,7 +68,7 @@ def counterfactual_dataset(
 
     check_request(cfg, flip, to, delta)
     out = Path(out)
-    if (out / "metadata.csv").is_file() or (out.exists() and any(out.iterdir())):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ShortcutlabError(f"{out} is not empty; give a new --out folder")
     hp = method_hparams(MethodSpec(name=METHOD), cfg)
     params = drift_params(hp)

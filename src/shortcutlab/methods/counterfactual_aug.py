@@ -45,6 +45,11 @@ DRIFT_HPARAMS: dict[str, Hparam] = {
     "unet_channels": Hparam(
         [float(c) for c in _LD.unet_channels], "UNet block widths", type=list[float]
     ),
+    "vae_channels": Hparam(
+        [float(c) for c in _LD.vae_channels],
+        "autoencoder block widths (n widths: latent = image / 2^(n-1))",
+        type=list[float],
+    ),
     "pretrained": Hparam(_LD.pretrained, "local SD-format or saved model directory to fine-tune"),
     "sample_steps": Hparam(_LD.sample_steps, "DDIM steps of inversion and regeneration"),
     "guidance": Hparam(_LD.guidance, "classifier-free guidance scale of the regeneration"),
@@ -65,6 +70,7 @@ def drift_params(hp: dict[str, Any]) -> LatentDriftParams:
         drift_target=str(hp["drift_target"]),
         pretrained=str(hp["pretrained"]),
         unet_channels=tuple(int(c) for c in hp["unet_channels"]),
+        vae_channels=tuple(int(c) for c in hp["vae_channels"]),
         sample_steps=int(hp["sample_steps"]),
         guidance=float(hp["guidance"]),
         search_samples=int(hp["search_samples"]),
