@@ -83,7 +83,8 @@ def main() -> None:
     st = src.tensors()
     cond = {"y": st["y"], **{a: st["z"][:, j] for j, a in enumerate(info.attributes)}}
     x = torch.from_numpy(src.images)
-    new = flipped_values(cond[args.flip].numpy(), args.flip, cards[args.flip])
+    old = cond[args.flip].numpy()
+    new = flipped_values(old, args.flip, cards[args.flip])
     true = torch.from_numpy(true_counterfactual(src, args.flip, new))
     out = {
         "instrument_accuracy_on_sources": {
@@ -93,6 +94,16 @@ def main() -> None:
         "effectiveness_autoencoded_true_cf": gm.effectiveness(
             net, model.reconstruct(true), args.flip, new
         ),
+        "effectiveness_autoencoded_true_cf_by_new_value": {
+            int(v): gm.effectiveness(
+                net, model.reconstruct(true[new == v]), args.flip, new[new == v]
+            )
+            for v in np.unique(new)
+        },
+        "effectiveness_autoencoded_source_by_value": {
+            int(v): gm.effectiveness(net, model.reconstruct(x[old == v]), args.flip, old[old == v])
+            for v in np.unique(old)
+        },
         "autoencoder_l1": gm.l1(model.reconstruct(x), x),
         "true_vs_source_l1": gm.l1(true, x),
         "autoencoded_true_vs_true_l1": gm.l1(model.reconstruct(true), true),
@@ -126,6 +137,10 @@ def main() -> None:
                     "guidance": g,
                     "delta": d,
                     "effectiveness": gm.effectiveness(net, cf, args.flip, new),
+                    "effectiveness_by_new_value": {
+                        int(v): gm.effectiveness(net, cf[new == v], args.flip, new[new == v])
+                        for v in np.unique(new)
+                    },
                     "preservation": gm.preservation(net, x, cf, args.flip)["mean"],
                     "true_cf_l1": gm.l1(cf, true),
                     "source_l1": gm.l1(cf, x),

@@ -209,6 +209,9 @@ def score_counterfactuals(
         "fid_counterfactuals": gm.fid_kid(real, cf, net)["fid"],
         "effectiveness": gm.effectiveness(net, cf, flip, new),
         "effectiveness_delta0": gm.effectiveness(net, cf0, flip, new),
+        "effectiveness_by_new_value": {
+            str(v): gm.effectiveness(net, cf[new == v], flip, new[new == v]) for v in np.unique(new)
+        },
         "preservation": gm.preservation(net, x, cf, flip)["mean"],
         "preservation_per_field": gm.preservation(net, x, cf, flip),
         "preservation_delta0": gm.preservation(net, x, cf0, flip)["mean"],
