@@ -78,6 +78,8 @@ def counterfactual_dataset(
     cards = {"y": info.num_classes, **dict(zip(info.attributes, info.attribute_cardinalities))}
     new_of = lambda v: flipped_values(v, flip, cards[flip], to)  # noqa: E731
     new_of(np.zeros(1, np.int64))  # a field with more than two values needs --to
+    if edit_mask and table.masks is None:
+        raise ShortcutlabError("--edit-mask needs ROI masks; the data has none")
     train = tensors_of(table.split("train"))
     cache = Path(hp["cache"] or cache_dir() / "generated")
     tmp = out.parent / f".{out.name}.partial"
