@@ -43,6 +43,15 @@ TINY = {
     "maskmedpaint": TINY_GENERATIVE,
     "img2img": TINY_GENERATIVE,
     "text2img": TINY_GENERATIVE,
+    "counterfactual-aug": {
+        "autoencoder_steps": 1,
+        "diffusion_steps": 2,
+        "latent": False,
+        "unet_channels": [8, 16, 16],
+        "sample_steps": 2,
+        "search_samples": 4,
+        "diffusion_batch_size": 16,
+    },
 }
 
 

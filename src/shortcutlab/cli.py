@@ -1,4 +1,4 @@
-"""Command line: ``shortcutlab run | report | datasets | methods | debias | audit`` (contracts.md).
+"""Command line: ``shortcutlab run | report | datasets | methods | debias | audit | counterfactual`` (contracts.md).
 
 User mistakes print one sentence on stderr and exit with status 2; no tracebacks.
 """
@@ -516,6 +516,38 @@ def compare(
             _fail(f"folder {d} does not exist")
     report = build_comparison(dirs, out, oracle=oracle)
     console.print(f"report: {report}")
+
+
+@app.command()
+def counterfactual(
+    config: Path = typer.Argument(..., help="experiment config (its data and hparams)"),
+    flip: str = typer.Option(..., "--flip", help="the field to change: y or an attribute"),
+    to: int = typer.Option(None, "--to", help="the new value, for a field with more than two"),
+    delta: str = typer.Option("auto", "--delta", help="auto (grid search on train) or a number"),
+    out: Path = typer.Option(..., "--out", "-o", help="a new folder for the counterfactual set"),
+    limit: int = typer.Option(200, "--limit", help="source images (from inv, else val)"),
+    model: Path = typer.Option(None, "--model", help="generator folder (default: the cache)"),
+    edit_mask: bool = typer.Option(
+        False, "--edit-mask", help="keep the source's pixels outside the data's ROI masks"
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Latent Drifting counterfactuals: each image with one field flipped, and their scores."""
+    from shortcutlab.experiment.config import load_config
+    from shortcutlab.experiment.counterfactual import check_request, counterfactual_dataset
+
+    if not config.is_file():
+        _fail(f"config file {config} does not exist")
+    cfg = load_config(str(config))
+    check_request(cfg, flip, to, delta)
+    with _progress(quiet) as update:
+        metrics = counterfactual_dataset(cfg, flip, out, to, delta, limit, model, edit_mask, update)
+    keys = ("delta", "fid", "fid_delta0", "effectiveness", "preservation", "true_cf_l1")
+    summary = ", ".join(
+        f"{k} {metrics[k]:.3g}" for k in keys if isinstance(metrics.get(k), (int, float))
+    )
+    console.print(f"{metrics['n_counterfactuals']} counterfactuals: {out / 'metadata.csv'}")
+    console.print(summary, highlight=False)
 
 
 def main() -> None:

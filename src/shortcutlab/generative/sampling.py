@@ -73,16 +73,26 @@ def sample(
     bf16: bool = False,
     decode: bool = True,
     callback: StepCallback | None = None,
+    delta: float = 0.0,
 ) -> torch.Tensor:
-    """Generate ``n`` images (uint8) under ``cond``; ``decode=False`` returns model-space samples."""
+    """Generate ``n`` images (uint8) under ``cond``; ``decode=False`` returns model-space samples.
+
+    ``delta`` (Latent Drifting, docs/methods.md section 7): the start is ``N(delta, I)`` (when
+    ``x_T`` is not given) and ``delta`` is added to the mean of every reverse step (the paper's
+    eq. 4). ``delta = 0`` is the plain sampler.
+    """
     sched = model.ddim_scheduler()
     sched.set_timesteps(steps)
     noise = _Noise(_seeds(seed, n), model.sample_shape, model.device)
     ids = model.condition_ids(cond, n)
     x = noise() * sched.init_noise_sigma if x_T is None else x_T.to(model.device).clone()
+    if delta and x_T is None:
+        x = x + delta
     for i, t in enumerate(sched.timesteps):
         out = model.model_output(x, t, ids, guidance, bf16)
         x = sched.step(out, t, x, eta=eta, variance_noise=noise() if eta > 0 else None).prev_sample
+        if delta:
+            x = x + delta
         if callback is not None:
             callback(i + 1, len(sched.timesteps))
     return model.decode(x) if decode else x
@@ -97,12 +107,15 @@ def invert(
     guidance: Guidance = 1.0,
     fixed_point_iters: int = 0,
     bf16: bool = False,
+    delta: float = 0.0,
 ) -> torch.Tensor:
     """DDIM inversion: uint8 images -> ``x_T`` that ``sample(..., x_T=...)`` maps back to them.
 
     Plain inversion evaluates the noise at the less noisy point (the usual approximation);
     ``fixed_point_iters`` > 0 re-evaluates it at the new point, so each step inverts the DDIM
     sampler step exactly when the iteration converges (fixed-point inversion, our option).
+    ``delta``: the inverse of ``sample(..., delta=delta)``, each step first takes off the
+    ``delta`` that sampling adds to its mean (Latent Drifting; our choice, docs/methods.md).
     """
     sched = model.ddim_scheduler()
     sched.set_timesteps(steps)
@@ -111,6 +124,8 @@ def invert(
     a_prev = sched.final_alpha_cumprod
     for t in sched.timesteps.flip(0):
         a_t = _alpha(sched, int(t))
+        if delta:
+            x = x - delta
         x_prev, x_t = x, x
         for _ in range(1 + fixed_point_iters):
             eps = _eps(model, model.model_output(x_t, t, ids, guidance, bf16), x_t, a_t)

@@ -76,14 +76,21 @@ def train_diffusion(
     callback: ProgressCallback | None = None,
     replay: tuple[torch.Tensor, Condition | None] | None = None,
     replay_fraction: float = 0.0,
+    delta: float = 0.0,
+    drift_target: str = "shifted",
 ) -> list[float]:
     """DDPM training on uint8 ``images`` under ``cond`` (per-image ids, or one id per field).
 
     ``replay``: (images, cond) mixed into each batch with ``replay_fraction`` (our choice, against
     forgetting when a second stage sees only a few target images). Returns the loss per step.
+    ``delta`` != 0: Latent Drifting fine-tuning (docs/methods.md section 7), the forward noise is
+    ``eps + delta``; the network regresses the shifted noise (``drift_target="shifted"``) or the
+    plain ``eps`` (``"plain"``). ``delta = 0`` is the plain loop, unchanged.
     """
     if steps < 0 or batch_size < 1:
         raise ShortcutlabError("Diffusion training needs steps >= 0 and batch_size >= 1.")
+    if drift_target not in ("shifted", "plain"):
+        raise ShortcutlabError(f"drift_target must be shifted or plain, not '{drift_target}'.")
     z_all = model.encode(images)
     ids_all = model.conditioner.ids(cond, len(z_all))
     if replay is not None and replay_fraction > 0:
@@ -111,7 +118,12 @@ def train_diffusion(
         ids = model.conditioner.drop(ids, cond_dropout, gen).to(model.device)
         noise = torch.randn(z0.shape, generator=gen).to(model.device)
         t = torch.randint(num_t, (len(z0),), generator=gen).to(model.device)
+        plain_noise = noise
+        if delta:
+            noise = noise + delta  # Latent Drifting: z_T ~ N(delta, I)
         zt = model.scheduler.add_noise(z0, noise, t)
+        if delta and drift_target == "plain":
+            noise = plain_noise
         if model.scheduler.config.prediction_type == "v_prediction":
             target = model.scheduler.get_velocity(z0, noise, t)
         else:

@@ -1,6 +1,7 @@
 """Methods, one file each, registered by name (``shortcutlab methods`` lists them)."""
 
 from shortcutlab.methods import (  # noqa: F401 - register
+    counterfactual_aug,
     cutmix,
     dcor,
     dfr,
