@@ -296,12 +296,29 @@ def audit(
     checkpoint: Path = typer.Argument(..., help="checkpoint.pt of a finished run"),
     data: Path = typer.Option(..., "--data", help="the config the checkpoint was trained with"),
     out: Path = typer.Option(..., "--out", "-o", help="output folder"),
+    counterfactual: str = typer.Option(
+        "auto",
+        "--counterfactual",
+        help="exact | generated | none: flip rates when one factor changes (default: exact on "
+        "the embedded phantoms)",
+    ),
+    attribution: str = typer.Option(
+        None,
+        "--attribution",
+        help="gradcam,ig: attribution maps scored against the phantom's factor masks "
+        "(default: both on the embedded phantoms; none to skip)",
+    ),
 ) -> None:
-    """Per-group metrics, fairness gaps with bootstrap CIs and probe leakage of a checkpoint."""
+    """Per-group metrics, fairness gaps with bootstrap CIs, probe leakage, counterfactual
+    reliance and attribution maps of a checkpoint."""
     from shortcutlab.experiment.config import load_config
     from shortcutlab.experiment.posthoc import audit_checkpoint
 
-    results = audit_checkpoint(checkpoint, load_config(data), out)
+    cfg = load_config(data)
+    methods = None
+    if attribution is not None:
+        methods = tuple(m for m in attribution.split(",") if m and m != "none")
+    results = audit_checkpoint(checkpoint, cfg, out, counterfactual, methods)
     _print_audit(results)
     console.print(f"results: {out / 'results.csv'}\nreport:  {out / 'report.html'}")
 
@@ -331,6 +348,17 @@ def _print_audit(results) -> None:
             if (split, attr, "probe_accuracy[f]") in r:
                 leak = pct(r[(split, attr, "probe_accuracy[f]")])
                 table.add_row("", f"{attr} probe leakage (features -> {attr})", leak)
+        for attr in ["y", *attrs]:
+            if (split, attr, "cf_flip_rate") in r:
+                lo = r.get((split, attr, "cf_flip_rate_ci_low"), float("nan"))
+                hi = r.get((split, attr, "cf_flip_rate_ci_high"), float("nan"))
+                value = f"{pct(r[(split, attr, 'cf_flip_rate')])} [{pct(lo)}, {pct(hi)}]"
+                table.add_row("", f"flip rate when only {attr} changes", value)
+    for (split, target, metric), value in r.items():
+        if metric.startswith("attribution_mass["):
+            share = r.get((split, target, "factor_mask_share"), float("nan"))
+            what = f"{metric[len('attribution_mass[') : -1]} mass on {target}'s pixels"
+            table.add_row(split, what, f"{pct(value)} (uniform: {pct(share)})")
     out_console.print(table)
 
 
