@@ -1,4 +1,4 @@
-"""Command line: ``shortcutlab run | report | datasets | methods | debias | audit`` (contracts.md).
+"""Command line: ``shortcutlab run | report | datasets | methods | debias | audit | ground`` (contracts.md).
 
 User mistakes print one sentence on stderr and exit with status 2; no tracebacks.
 """
@@ -360,6 +360,61 @@ def _print_audit(results) -> None:
             what = f"{metric[len('attribution_mass[') : -1]} mass on {target}'s pixels"
             table.add_row(split, what, f"{pct(value)} (uniform: {pct(share)})")
     out_console.print(table)
+
+
+@app.command()
+def ground(
+    config: Path = typer.Argument(..., help="the dataset's config (CONFIG.yaml)"),
+    token: str = typer.Option(..., "--token", help="y | ATTR: the condition token to ground"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder"),
+    model: Path = typer.Option(
+        None, "--model", help="a saved diffusion model (default: OUT/model, trained if absent)"
+    ),
+    split: str = typer.Option("val", "--split", help="the split whose images are grounded"),
+    n: int = typer.Option(32, "--n", help="how many images (those with TOKEN = 1)"),
+    steps: int = typer.Option(50, "--steps", help="DDIM inversion steps (the paper: 300)"),
+    layers: str = typer.Option(
+        None, "--layers", help="cross-attention layer indices, e.g. 1,2,3 (default: middle)"
+    ),
+    classifier: Path = typer.Option(
+        None, "--classifier", help="checkpoint.pt: its Grad-CAM maps scored on the same images"
+    ),
+    train_steps: int = typer.Option(2000, "--train-steps", help="diffusion training steps"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Zero-shot grounding from the diffusion model's cross-attention: heatmaps, scores, overlay."""
+    from shortcutlab.experiment.config import load_config
+    from shortcutlab.experiment.grounding import ground_dataset
+    from shortcutlab.generative.grounding import GroundingParams
+
+    try:
+        chosen = tuple(int(i) for i in layers.split(",")) if layers else None
+    except ValueError:
+        _fail(f"--layers takes comma-separated integers, not '{layers}'")
+    params = GroundingParams(steps=steps, layers=chosen)
+    with _progress(quiet) as update:
+        frame = ground_dataset(
+            load_config(config),
+            token,
+            out,
+            model,
+            split,
+            n,
+            params,
+            classifier,
+            train_steps,
+            update,
+        )
+    if len(frame) and "grounding_pixel_auroc" in frame:
+        mean = frame[frame["image"] == "mean"].iloc[0]
+        for name in ("grounding", "gradcam"):
+            if f"{name}_pixel_auroc" in frame:
+                out_console.print(
+                    f"{name}: pixel AUROC {mean[f'{name}_pixel_auroc']:.3f}, CNR "
+                    f"{mean[f'{name}_cnr']:.3f}, mIoU {mean[f'{name}_miou']:.3f}, mass in mask "
+                    f"{mean[f'{name}_mass_in_mask']:.3f} (mask share {mean['mask_share']:.3f})"
+                )
+    console.print(f"heatmaps: {out / 'heatmaps'}\nscores:   {out / 'grounding.csv'}")
 
 
 def main() -> None:

@@ -58,7 +58,7 @@ def save_most_flipped(
     sub = table.select(np.sort(order))
     pos = {r: i for i, r in enumerate(np.sort(order))}
     cf = true_counterfactual(sub, result.factor)
-    fig, axes = plt.subplots(2, len(order), figsize=(1.3 * len(order), 3.0), squeeze=False)
+    fig, axes = plt.subplots(2, len(order), figsize=(1.3 * len(order), 3.5), squeeze=False)
     p1 = probs[:, -1]
     for c, r in enumerate(order):
         for row, img in enumerate((sub.images[pos[r]], cf[pos[r]])):
