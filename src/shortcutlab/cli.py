@@ -374,7 +374,7 @@ def ground(
     n: int = typer.Option(32, "--n", help="how many images (those with TOKEN = 1)"),
     steps: int = typer.Option(50, "--steps", help="DDIM inversion steps (the paper: 300)"),
     layers: str = typer.Option(
-        None, "--layers", help="cross-attention layer indices, e.g. 1,2,3 (default: middle)"
+        None, "--layers", help="cross-attention layer indices, e.g. 5,6 (default: the last)"
     ),
     classifier: Path = typer.Option(
         None, "--classifier", help="checkpoint.pt: its Grad-CAM maps scored on the same images"
