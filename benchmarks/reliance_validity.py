@@ -125,9 +125,10 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=6000)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--erm-correlations", type=float, nargs="*", default=ERM_CORRELATIONS)
     args = ap.parse_args()
     runs = {}
-    plan = [(0.95, MAIN)] + [(c, ["erm"]) for c in ERM_CORRELATIONS]
+    plan = [(0.95, MAIN)] + [(c, ["erm"]) for c in args.erm_correlations]
     for correlation, methods in plan:
         folder = args.out / f"p{correlation}"
         cfg = load_config(config(args.out / f"p{correlation}.yaml", correlation, methods, args))

@@ -28,7 +28,16 @@ def square_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
+def untrained():
+    torch.manual_seed(0)
+    return ConditionalDiffusion.create(
+        S, 1, {"y": 2, "domain": 2}, latent=False, unet_channels=(8, 16, 16), token_dim=32
+    )
+
+
+@pytest.fixture(scope="module")
 def square_model():
+    """Trained for 400 steps (about 4 minutes on a loaded 2-core box): ``make test-slow``."""
     torch.manual_seed(0)
     model = ConditionalDiffusion.create(
         S, 1, {"y": 2, "domain": 2}, latent=False, unet_channels=(8, 16, 16), token_dim=32
@@ -41,6 +50,7 @@ def square_model():
 TRAIN_STEPS = 400
 
 
+@pytest.mark.slow
 def test_the_class_token_lands_on_the_square(square_model):
     x, y = square_images(8, 1)
     pos = y == 1
@@ -60,7 +70,8 @@ def test_postprocess_blurs_thresholds_and_masks():
     assert (heat[~mask] == 0).all() and np.allclose(heat[mask], smooth[mask])
 
 
-def test_bad_input_is_one_sentence(square_model, tmp_path):
+def test_bad_input_is_one_sentence(untrained):
+    square_model = untrained
     x, y = square_images(2, 2)
     with pytest.raises(
         ShortcutlabError, match="no token 'ruler'; its condition tokens are y, domain"
@@ -72,7 +83,8 @@ def test_bad_input_is_one_sentence(square_model, tmp_path):
         ground(square_model, x, {"y": y}, "y", GroundingParams(steps=2, layers=(9,)))
 
 
-def test_ground_command_refuses_a_model_of_another_size(square_model, tmp_path, capsys):
+def test_ground_command_refuses_a_model_of_another_size(untrained, tmp_path, capsys):
+    square_model = untrained
     from conftest import run_cli
 
     square_model.save(tmp_path / "model16")

@@ -95,3 +95,36 @@ def test_modes_say_what_they_cannot_do(derm):
     assert check_mode("auto", plain) is None
     with pytest.raises(ShortcutlabError, match="no exact counterfactuals"):
         check_mode("exact", plain)
+
+
+def test_run_and_audit_write_reliance_and_attribution_rows(tmp_path, capsys):
+    from conftest import run_cli
+
+    from shortcutlab.store.results import read_results
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        "dataset: {name: synth-cxr, size: 240, image_size: 32, attributes: [site], "
+        "correlation: 0.9}\nmethods: [erm]\nbootstrap: 20\n"
+        "train: {epochs: 1, batch_size: 32, feature_dim: 16, num_threads: 1}\n"
+    )
+    out = tmp_path / "run"
+    code, _, err = run_cli(["run", cfg, "--out", out, "--quiet"], capsys)
+    assert code == 0, err
+    r = read_results(out / "results.csv")
+    cf = r[r["metric"] == "cf_flip_rate"]
+    assert set(cf["target"]) == {"y", "site"} and {"val", "inv", "bal"} <= set(cf["split"])
+    assert cf["value"].between(0, 1).all()
+    assert "Shortcut reliance" in (out / "report.html").read_text()
+
+    ckpt = out / "erm" / "seed_0" / "checkpoint.pt"
+    args = ["audit", ckpt, "--data", cfg, "--out", tmp_path / "audit"]
+    code, _, err = run_cli([*args, "--counterfactual", "generated"], capsys)
+    assert code == 2 and "Latent Drifting" in err and "Traceback" not in err
+    code, out_text, err = run_cli(args, capsys)
+    assert code == 0, err
+    a = read_results(tmp_path / "audit" / "results.csv")
+    mass = a[a["metric"] == "attribution_mass[gradcam]"]
+    assert set(mass["target"]) == {"y", "site"} and mass["value"].between(0, 1).all()
+    assert "flip rate when only site changes" in out_text
+    assert list((tmp_path / "audit" / "figures").glob("attribution_*.png"))

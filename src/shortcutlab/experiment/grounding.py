@@ -154,7 +154,7 @@ def _ground(cfg, token, out, model_dir, split, n, params, classifier, train_step
         maps["gradcam"] = _gradcam(classifier, table, part)
     masks = true_factor_masks(part, token) if has_exact_counterfactuals(part) else None
     for i in range(len(part)):
-        rec = {"image": i, "dataset_row": int(part.meta.index[i]) if len(part) else 0}
+        rec = {"image": i, "split_row": int(rows[i])}
         if masks is not None:
             for name, heat in maps.items():
                 for key, fn in SCORES.items():
@@ -163,7 +163,7 @@ def _ground(cfg, token, out, model_dir, split, n, params, classifier, train_step
         records.append(rec)
     frame = pd.DataFrame(records)
     if len(frame):
-        mean = frame.drop(columns=["image", "dataset_row"]).mean().to_dict()
+        mean = frame.drop(columns=["image", "split_row"]).mean().to_dict()
         frame = pd.concat([frame, pd.DataFrame([{"image": "mean", **mean}])], ignore_index=True)
     frame["token"] = token
     frame["seconds_per_image"] = seconds / max(len(part), 1)
