@@ -1,4 +1,5 @@
-"""Command line: ``shortcutlab run | report | datasets | methods | debias | audit | counterfactual`` (contracts.md).
+"""Command line: ``shortcutlab run | report | datasets | methods | debias | audit | sweep |
+compare | counterfactual | ground`` (contracts.md).
 
 User mistakes print one sentence on stderr and exit with status 2; no tracebacks.
 """
@@ -303,12 +304,29 @@ def audit(
     checkpoint: Path = typer.Argument(..., help="checkpoint.pt of a finished run"),
     data: Path = typer.Option(..., "--data", help="the config the checkpoint was trained with"),
     out: Path = typer.Option(..., "--out", "-o", help="output folder"),
+    counterfactual: str = typer.Option(
+        "auto",
+        "--counterfactual",
+        help="exact | generated | none: flip rates when one factor changes (default: exact on "
+        "the embedded phantoms)",
+    ),
+    attribution: str = typer.Option(
+        None,
+        "--attribution",
+        help="gradcam,ig: attribution maps scored against the phantom's factor masks "
+        "(default: both on the embedded phantoms; none to skip)",
+    ),
 ) -> None:
-    """Per-group metrics, fairness gaps with bootstrap CIs and probe leakage of a checkpoint."""
+    """Per-group metrics, fairness gaps with bootstrap CIs, probe leakage, counterfactual
+    reliance and attribution maps of a checkpoint."""
     from shortcutlab.experiment.config import load_config
     from shortcutlab.experiment.posthoc import audit_checkpoint
 
-    results = audit_checkpoint(checkpoint, load_config(data), out)
+    cfg = load_config(data)
+    methods = None
+    if attribution is not None:
+        methods = tuple(m for m in attribution.split(",") if m and m != "none")
+    results = audit_checkpoint(checkpoint, cfg, out, counterfactual, methods)
     _print_audit(results)
     console.print(f"results: {out / 'results.csv'}\nreport:  {out / 'report.html'}")
 
@@ -338,6 +356,17 @@ def _print_audit(results) -> None:
             if (split, attr, "probe_accuracy[f]") in r:
                 leak = pct(r[(split, attr, "probe_accuracy[f]")])
                 table.add_row("", f"{attr} probe leakage (features -> {attr})", leak)
+        for attr in ["y", *attrs]:
+            if (split, attr, "cf_flip_rate") in r:
+                lo = r.get((split, attr, "cf_flip_rate_ci_low"), float("nan"))
+                hi = r.get((split, attr, "cf_flip_rate_ci_high"), float("nan"))
+                value = f"{pct(r[(split, attr, 'cf_flip_rate')])} [{pct(lo)}, {pct(hi)}]"
+                table.add_row("", f"flip rate when only {attr} changes", value)
+    for (split, target, metric), value in r.items():
+        if metric.startswith("attribution_mass["):
+            share = r.get((split, target, "factor_mask_share"), float("nan"))
+            what = f"{metric[len('attribution_mass[') : -1]} mass on {target}'s pixels"
+            table.add_row(split, what, f"{pct(value)} (uniform: {pct(share)})")
     out_console.print(table)
 
 
@@ -548,6 +577,61 @@ def counterfactual(
     )
     console.print(f"{metrics['n_counterfactuals']} counterfactuals: {out / 'metadata.csv'}")
     console.print(summary, highlight=False)
+
+
+@app.command()
+def ground(
+    config: Path = typer.Argument(..., help="the dataset's config (CONFIG.yaml)"),
+    token: str = typer.Option(..., "--token", help="y | ATTR: the condition token to ground"),
+    out: Path = typer.Option(..., "--out", "-o", help="output folder"),
+    model: Path = typer.Option(
+        None, "--model", help="a saved diffusion model (default: OUT/model, trained if absent)"
+    ),
+    split: str = typer.Option("val", "--split", help="the split whose images are grounded"),
+    n: int = typer.Option(32, "--n", help="how many images (those with TOKEN = 1)"),
+    steps: int = typer.Option(50, "--steps", help="DDIM inversion steps (the paper: 300)"),
+    layers: str = typer.Option(
+        None, "--layers", help="cross-attention layer indices, e.g. 5,6 (default: the last)"
+    ),
+    classifier: Path = typer.Option(
+        None, "--classifier", help="checkpoint.pt: its Grad-CAM maps scored on the same images"
+    ),
+    train_steps: int = typer.Option(2000, "--train-steps", help="diffusion training steps"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Zero-shot grounding from the diffusion model's cross-attention: heatmaps, scores, overlay."""
+    from shortcutlab.experiment.config import load_config
+    from shortcutlab.experiment.grounding import ground_dataset
+    from shortcutlab.generative.grounding import GroundingParams
+
+    try:
+        chosen = tuple(int(i) for i in layers.split(",")) if layers else None
+    except ValueError:
+        _fail(f"--layers takes comma-separated integers, not '{layers}'")
+    params = GroundingParams(steps=steps, layers=chosen)
+    with _progress(quiet) as update:
+        frame = ground_dataset(
+            load_config(config),
+            token,
+            out,
+            model,
+            split,
+            n,
+            params,
+            classifier,
+            train_steps,
+            update,
+        )
+    if len(frame) and "grounding_pixel_auroc" in frame:
+        mean = frame[frame["image"] == "mean"].iloc[0]
+        for name in ("grounding", "gradcam"):
+            if f"{name}_pixel_auroc" in frame:
+                out_console.print(
+                    f"{name}: pixel AUROC {mean[f'{name}_pixel_auroc']:.3f}, CNR "
+                    f"{mean[f'{name}_cnr']:.3f}, mIoU {mean[f'{name}_miou']:.3f}, mass in mask "
+                    f"{mean[f'{name}_mass_in_mask']:.3f} (mask share {mean['mask_share']:.3f})"
+                )
+    console.print(f"heatmaps: {out / 'heatmaps'}\nscores:   {out / 'grounding.csv'}")
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -223,23 +223,50 @@ def _compute_record(ckpt: Checkpoint, result: SwiftResult, seconds: float) -> di
 
 
 def audit_checkpoint(
-    checkpoint: str | Path, cfg: ExperimentConfig, out: str | Path
+    checkpoint: str | Path,
+    cfg: ExperimentConfig,
+    out: str | Path,
+    counterfactual: str | None = "auto",
+    attribution: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Per-group metrics and fairness gaps on every split (the runner's evaluation, with its
     linear probes of every attribute: ``probe_accuracy[f]``, fit on val, ``evaluation/probes.py``)
-    and bootstrap CIs of the gaps; writes results.csv, config.yaml and the report."""
+    and bootstrap CIs of the gaps; writes results.csv, config.yaml and the report.
+
+    ``counterfactual``: auto (exact on the embedded phantoms, none elsewhere) | exact |
+    generated | none: the counterfactual reliance rows (``evaluation/reliance.py``).
+    ``attribution``: captum methods (``gradcam``, ``ig``) whose maps are scored against the
+    phantom's factor masks (``evaluation/attribution.py``); None: both on the embedded
+    phantoms, none elsewhere."""
     with torch_threads(cfg.train.num_threads):
-        return _audit(checkpoint, cfg, Path(out))
+        return _audit(checkpoint, cfg, Path(out), counterfactual, attribution)
 
 
-def _audit(checkpoint: str | Path, cfg: ExperimentConfig, out: Path) -> pd.DataFrame:
+def _audit(
+    checkpoint: str | Path,
+    cfg: ExperimentConfig,
+    out: Path,
+    counterfactual: str | None = "auto",
+    attribution: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    from shortcutlab.data.counterfactual import has_exact_counterfactuals
     from shortcutlab.data.splits import split_report
+    from shortcutlab.evaluation.attribution import attribution_rows, check_attribution
+    from shortcutlab.evaluation.reliance import check_mode
     from shortcutlab.report.build import build_report
 
     table, ckpt, method, seed, name = _open_checkpoint(checkpoint, cfg, out)
+    check_mode(counterfactual, table)
+    if attribution is None:
+        attribution = ("gradcam", "ig") if has_exact_counterfactuals(table) else ()
+    check_attribution(attribution, table)
     ctx = posthoc_context(table, method, cfg, RunLayout.single(out, name, seed))
     method.to(ctx.device)
-    rows = evaluate_method(method, table, ctx, cfg)
+    rows = evaluate_method(method, table, ctx, cfg, counterfactual)
+    if attribution:
+        rows += attribution_rows(
+            method.model, table, attribution, ctx.device, seed, ctx.layout.figure
+        )
     info = method.info
     if info.num_classes == 2:
         for split in table.splits:

@@ -639,10 +639,20 @@ def run_meta(method: Method) -> dict[str, str]:
 
 
 def evaluate_method(
-    method: Method, table: ImageTable, ctx: Context, cfg: ExperimentConfig
+    method: Method,
+    table: ImageTable,
+    ctx: Context,
+    cfg: ExperimentConfig,
+    counterfactual: str | None = "auto",
 ) -> list[dict]:
-    """Metric rows on every split the data has (inv/bal/test are looked at only here)."""
+    """Metric rows on every split the data has (inv/bal/test are looked at only here), with the
+    counterfactual reliance of ``y`` and each attribute on every split but train where the data
+    renders exact counterfactuals (``experiment/reliance.py``; ``counterfactual``: auto | exact |
+    none)."""
+    from shortcutlab.experiment.reliance import grid_reliance, split_reliance
+
     rows: list[dict] = []
+    reliance = {}
     info = ctx.info
     features: dict[str, dict[str, np.ndarray]] = {}
     labels: dict[str, dict[str, np.ndarray]] = {}
@@ -665,9 +675,17 @@ def evaluate_method(
             cfg.bootstrap,
             ctx.seed,
         )
+        if split != "train":  # reliance is measured on held-out images only
+            split_table = table.split(split)
+            found = split_reliance(
+                method, ctx, split, split_table, part, probs, cfg.bootstrap, counterfactual
+            )
+            rows += [r for f in found for r in f.rows]
+            reliance[split] = (split_table, found, probs)
     rows += probe_rows(features, labels, info.attributes, fit_split="val", seed=ctx.seed)
     if ctx.seed == cfg.seeds[0]:
         _save_tsne(features, labels, ctx.layout)
+        grid_reliance(reliance, ctx.layout)
     return rows
 
 

@@ -25,6 +25,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from shortcutlab import __version__
 from shortcutlab.errors import ShortcutlabError
 from shortcutlab.report import figures
+from shortcutlab.report.reliance import attribution_table, reliance_figure, reliance_table
 from shortcutlab.store.layout import ExperimentLayout
 from shortcutlab.store.results import read_results, write_text_atomic
 
@@ -671,6 +672,8 @@ def build_report(run_dir: str | Path, kind: ReportKind = "auto") -> Path:
         fairness=html_table(fairness_table(results, order), colors, flags),
         metrics=html_table(metric_table(results, order), colors, flags),
         probes=html_table(probe_table(results, order), colors, flags),
+        reliance=html_table(reliance_table(results, order), colors, flags),
+        attribution=html_table(attribution_table(results, order), colors, flags),
         groups=html_table(group_table(results, order, sizes), colors, flags),
         runs=html_table(runs_table(runs, order, degenerate, select), colors, flags),
         split_counts=html_table(_named_counts(counts, results), colors)
@@ -775,6 +778,15 @@ def _report_figures(
         "linear-probe accuracy per target, feature block and split",
         f"{_defn('probe_accuracy')} The probe is fit on val, so val is its training score. Dashed "
         "line: chance, 1/k for a target with k values.",
+    )
+    figs["reliance"] = _save(
+        layout,
+        "shortcut_reliance",
+        reliance_figure(results, order, colors),
+        "counterfactual flip rate per changed factor, split and method",
+        "The share of images whose predicted class changes when only that factor of the image "
+        "changes (the phantom's exact counterfactual; 0 = the model ignores the factor). Error "
+        "bars: 95% bootstrap interval over the split's images.",
     )
     if kind == "run":
         figs["curves"] = _save(
