@@ -414,6 +414,7 @@ def _fit_with_selection(
 
         def on_epoch(epoch: int, losses: dict[str, float]) -> None:
             method.on_epoch_end(epoch, ctx)
+            losses = {**losses, **getattr(method, "epoch_metrics", {})}  # e.g. mi_fresh_critic
             score, average = selection.score(method, ctx)
             tie = selection.offer(epoch, score, average, method)
             selection.last_losses = losses
@@ -530,6 +531,8 @@ def evaluate_method(
             ctx.seed,
         )
     rows += probe_rows(features, labels, info.attributes, fit_split="val", seed=ctx.seed)
+    if hasattr(method, "dependence_rows"):  # split methods: mi_fresh_critic (docs/methods.md)
+        rows += method.dependence_rows(features, seed=ctx.seed)
     if ctx.seed == cfg.seeds[0]:
         _save_tsne(features, labels, ctx.layout)
     return rows
