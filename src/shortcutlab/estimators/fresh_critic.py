@@ -51,7 +51,9 @@ def fresh_critic_mi(
         raise ValueError("a and b need the same number of rows")
     gen = torch.Generator().manual_seed(seed)
     if noise_sigma > 0:
-        ta, tb, ea, eb = (x + noise_sigma * torch.randn(x.shape, generator=gen) for x in (ta, tb, ea, eb))
+        ta, tb, ea, eb = (
+            x + noise_sigma * torch.randn(x.shape, generator=gen) for x in (ta, tb, ea, eb)
+        )
     sa, sb = ta.std(0), tb.std(0)
     if float(sa.max()) < 1e-8 or float(sb.max()) < 1e-8:
         return 0.0

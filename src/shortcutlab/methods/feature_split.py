@@ -239,7 +239,9 @@ class FeatureSplitMethod(Method):
         return ce_y, ce_z
 
     # -- honest MI accounting -------------------------------------------------------------------
-    def audit_pairs(self, blocks: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    def audit_pairs(
+        self, blocks: dict[str, np.ndarray]
+    ) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """``(target, f_y, f_z)`` pairs of the fresh critic: each confounder block, and all of
         them concatenated (target ``all``) where there are several."""
         f_zs = [blocks[f"f_{a}"] for a in self.split_attrs]
@@ -279,7 +281,9 @@ class FeatureSplitMethod(Method):
             self.audit_pairs(train), self.audit_pairs(val), strict=True
         ):
             value = self.fresh_mi(a, b, va, vb, steps=steps, seed=seed)
-            rows.append({"split": "val", "target": target, "metric": "mi_fresh_critic", "value": value})
+            rows.append(
+                {"split": "val", "target": target, "metric": "mi_fresh_critic", "value": value}
+            )
         return rows + self.penalty_rows(val, seed)
 
     def on_epoch_end(self, epoch: int, context: RunContext) -> None:
@@ -389,7 +393,12 @@ class MINEPenaltyMethod(FeatureSplitMethod):
                 values.setdefault(target, []).append(critic.lower_bound(a, b).item())
         self.train(was)
         return [
-            {"split": "val", "target": t, "metric": "mi_training_critic", "value": float(np.mean(v))}
+            {
+                "split": "val",
+                "target": t,
+                "metric": "mi_training_critic",
+                "value": float(np.mean(v)),
+            }
             for t, v in values.items()
         ]
 

@@ -27,7 +27,9 @@ from shortcutlab.methods.registry import register
 @register
 class ZAdversarial(FeatureSplitMethod):
     name = "zadv"
-    summary = "split features; a z classifier on f_y behind gradient reversal (adversarial reference)"
+    summary = (
+        "split features; a z classifier on f_y behind gradient reversal (adversarial reference)"
+    )
     HPARAMS = {
         **BLOCK_HPARAMS,
         "lambda": Hparam(1.0, "weight of the adversary's cross-entropy (reversed into f_y)"),
