@@ -271,3 +271,19 @@ def test_dcor_reports_its_penalty_and_mimmx_its_concat_critic():
     assert [r["target"] for r in rows] == ["all"]
     rows = build("mimmx", caw_mode="pairwise").penalty_rows(blocks, seed=0)
     assert [r["target"] for r in rows] == ["a1", "a2"]
+
+
+def test_report_plots_fresh_and_training_critic_side_by_side():
+    import pandas as pd
+
+    from shortcutlab.report.figures import mi_figure
+
+    rows = [
+        {"method": "mimm", "seed": 0, "split": "val", "target": "a1", "metric": m, "value": v}
+        for m, v in (("mi_fresh_critic", 40.0), ("mi_training_critic", 0.5))
+    ]
+    fig = mi_figure(pd.DataFrame(rows), ["erm", "mimm"], {"mimm": "#1f77b4"})
+    assert fig is not None
+    heights = sorted(p.get_height() for p in fig.axes[0].patches)
+    assert heights == [0.5, 40.0]
+    assert mi_figure(pd.DataFrame(rows).assign(metric="accuracy"), ["mimm"], {}) is None
