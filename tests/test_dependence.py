@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from shortcutlab.errors import ShortcutlabError
@@ -287,3 +288,29 @@ def test_report_plots_fresh_and_training_critic_side_by_side():
     heights = sorted(p.get_height() for p in fig.axes[0].patches)
     assert heights == [0.5, 40.0]
     assert mi_figure(pd.DataFrame(rows).assign(metric="accuracy"), ["mimm"], {}) is None
+
+
+def test_confusion_target_is_the_class_conditional_prior():
+    from shortcutlab.estimators.adversary import prior_given, soft_cross_entropy
+
+    y = torch.tensor([0, 0, 0, 1, 1, 1])
+    z = torch.tensor([0, 0, 1, 1, 1, 1])
+    p = prior_given(z, y, 2)
+    assert torch.allclose(p[0], torch.tensor([3 / 5, 2 / 5]))  # (2 + 1, 1 + 1) / 5
+    assert torch.allclose(p[3], torch.tensor([1 / 5, 4 / 5]))
+    # minimal where the prediction is the target
+    at_target = soft_cross_entropy(p.log(), p)
+    assert at_target < soft_cross_entropy(torch.zeros(6, 2), p)
+    assert at_target < soft_cross_entropy(5 * (2 * F.one_hot(z, 2).float() - 1), p)
+
+
+@pytest.mark.parametrize("mode", ["confusion", "reverse"])
+def test_zadv_trains_without_moving_the_adversary_through_the_main_step(mode):
+    method = build("zadv", adv_mode=mode)
+    before = [p.detach().clone() for p in method.adversary.parameters()]
+    assert not {id(p) for p in method.adversary.parameters()} & {
+        id(p) for g in method.optimizer.param_groups for p in g["params"]
+    }
+    log = method.update(toy_batch())
+    assert math.isfinite(log["adv_ce_a1"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, method.adversary.parameters()))

@@ -70,3 +70,22 @@ def entropy_nats(labels: torch.Tensor, cardinality: int) -> float:
     p = torch.bincount(labels.reshape(-1), minlength=cardinality).float()
     p = p[p > 0] / p.sum()
     return float(-(p * p.log()).sum())
+
+
+def prior_given(z: torch.Tensor, y: torch.Tensor | None, cardinality: int) -> torch.Tensor:
+    """Per row, the batch's distribution of ``z`` among the rows of its class ``y`` (of the
+    whole batch when ``y`` is None), add-one smoothed: (B, cardinality)."""
+    onehot = F.one_hot(z, cardinality).float()
+    if y is None:
+        counts = onehot.sum(0, keepdim=True).expand_as(onehot)
+    else:
+        same = (y.unsqueeze(1) == y.unsqueeze(0)).float()
+        counts = same @ onehot
+    counts = counts + 1.0
+    return counts / counts.sum(1, keepdim=True)
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``mean_i -sum_k target[i, k] log softmax(logits)[i, k]``; minimal (the entropy of the
+    target) where the prediction equals the target: the bounded confusion objective."""
+    return -(target * F.log_softmax(logits.float(), 1)).sum(1).mean()
