@@ -79,6 +79,21 @@ def replace_final_relu(encoder: nn.Module, new: nn.Module) -> bool:
     return replace_final_relu(last, new)
 
 
+def split_encoder_output(model: EncoderHeadModel, hparams: dict[str, Any]) -> None:
+    """The split methods' encoder end, from their hparams: the final ReLU removed
+    (``final_relu: false``) or replaced by ``StochasticFeatures`` (``stochastic_sigma > 0``).
+    Also used to rebuild a trained split model from its checkpoint."""
+    sigma = float(hparams.get("stochastic_sigma", 0.0))
+    if sigma < 0:
+        raise ShortcutlabError(f"stochastic_sigma must be 0 or positive, got {sigma}")
+    if sigma > 0:
+        layer = StochasticFeatures(sigma)
+        if not replace_final_relu(model.encoder, layer):
+            model.encoder = nn.Sequential(model.encoder, layer)
+    elif not hparams.get("final_relu", True):
+        replace_final_relu(model.encoder, nn.Identity())
+
+
 BLOCK_HPARAMS: dict[str, Hparam] = {
     "f_y_dim": Hparam(32, "size of the task block f_y (our choice)"),
     "f_z_dim": Hparam(16, "size of each confounder block f_<attr> (our choice)"),
@@ -203,15 +218,7 @@ class FeatureSplitMethod(Method):
         self.z_heads = nn.ModuleList(
             BlockHead(dy + i * dz, dy + (i + 1) * dz, card) for i, card in enumerate(cards)
         )
-        sigma = float(self.hparams["stochastic_sigma"])
-        if sigma < 0:
-            raise ShortcutlabError(f"stochastic_sigma must be 0 or positive, got {sigma}")
-        if sigma > 0:
-            layer = StochasticFeatures(sigma)
-            if not replace_final_relu(model.encoder, layer):
-                model.encoder = nn.Sequential(model.encoder, layer)
-        elif not self.hparams["final_relu"]:
-            replace_final_relu(model.encoder, nn.Identity())
+        split_encoder_output(model, self.hparams)
         self.epoch_metrics: dict[str, float] = {}
 
     # -- blocks ---------------------------------------------------------------------------------
