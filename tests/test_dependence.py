@@ -314,3 +314,36 @@ def test_zadv_trains_without_moving_the_adversary_through_the_main_step(mode):
     log = method.update(toy_batch())
     assert math.isfinite(log["adv_ce_a1"])
     assert any(not torch.equal(a, b) for a, b in zip(before, method.adversary.parameters()))
+
+
+@pytest.mark.parametrize("hp", [{}, {"stochastic_sigma": 0.5}])
+def test_a_split_checkpoint_reloads_with_the_same_encoder_end(tmp_path, hp):
+    from shortcutlab.models import build_model
+    from shortcutlab.models.checkpoint import Checkpoint, load_trained_model
+
+    info = TaskInfo(2, ["a1", "a2"], [2, 2], in_channels=1, image_size=16)
+    cls = get_method("mimmx")
+    hparams = {**cls.hparam_defaults(), "f_y_dim": 4, "f_z_dim": 2, "mine_hidden": 8, **hp}
+    dim = cls.encoder_dim(info, hparams)
+    torch.manual_seed(0)
+    method = cls(build_model("small-cnn-gn", 1, 2, 16, dim), info, hparams)
+    Checkpoint(
+        method="mimmx",
+        name="mimmx",
+        hparams=hparams,
+        model_state=method.model.state_dict(),
+        method_state={},
+        info={},
+        feature_dim=dim,
+        train={"backbone": "small-cnn-gn"},
+        dataset={},
+        seed=0,
+        selected_epoch=0,
+        selection={},
+        compute={},
+    ).save(tmp_path / "c.pt")
+    loaded = load_trained_model(tmp_path / "c.pt", info).eval()
+    x = torch.rand(8, 1, 16, 16)
+    method.eval()
+    assert torch.allclose(loaded(x), method.model(x), atol=1e-6)
+    assert (method.model.features(x) < 0).any()  # the ReLU is gone in both
