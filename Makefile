@@ -20,11 +20,12 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/shortcutlab run --preset quick --out runs/quick
 
-# The suite without the calibration checks that train for minutes (marked `slow`).
+# The suite without the checks that train for minutes (marked `slow`).
 test: install
 	$(BIN)/python -m pytest -n auto -m "not slow"
 
-# The calibration checks: each phantom's task is learnable and every attribute is learned faster.
+# The checks that train for minutes: calibration (each phantom's task is learnable and every
+# attribute is learned faster), a Ray sweep surviving a killed worker, grounding on a tiny model.
 test-slow: install
 	$(BIN)/python -m pytest -n auto -m slow
 

@@ -8,7 +8,7 @@ random 64x64 inputs, batch size and threads for every variant; updates are timed
 the variants interleaved and repeated, the median reported. Usage:
 
     .venv/bin/python benchmarks/mimmx_cost.py [--batch-size 150] [--updates 3] [--threads 1]
-        [--backbone small-cnn-gn]
+        [--backbone small-cnn-gn] [--penalties]
 """
 
 from __future__ import annotations
@@ -32,6 +32,21 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "mimmx hidden 128": ("mimmx", {"mine_hidden": 128}),
     "mimmx N_B 3, hidden 128": ("mimmx", {"mine_hidden": 128, "n_b": 3}),
     "mimmx pairwise": ("mimmx", {"caw_mode": "pairwise"}),
+}
+# The bounded penalties (docs/methods.md, "Bounded dependence penalties"), each at the configs'
+# width 128 and N_B 6; --penalties times these instead of the variants above.
+PENALTIES: dict[str, tuple[str, dict]] = {
+    "erm": ("erm", {}),
+    "mimmx MINE (DV)": ("mimmx", {"mine_hidden": 128}),
+    "mimmx InfoNCE": ("mimmx", {"mine_hidden": 128, "critic": "infonce"}),
+    "mimmx spectral-norm critic": ("mimmx", {"mine_hidden": 128, "critic": "spectral"}),
+    "mimmx gradient-penalty critic": (
+        "mimmx",
+        {"mine_hidden": 128, "critic": "gradient_penalty"},
+    ),
+    "mimmx stochastic encoder": ("mimmx", {"mine_hidden": 128, "stochastic_sigma": 0.5}),
+    "zadv (gradient reversal, n_b 2)": ("zadv", {}),
+    "dcor": ("dcor", {}),
 }
 
 
@@ -61,6 +76,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--backbone", default="small-cnn-gn", help="the MIMM-X configs' encoder")
+    parser.add_argument(
+        "--penalties", action="store_true", help="time the bounded penalties instead"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -76,7 +94,7 @@ def main() -> None:
     }
     methods = {
         label: build(name, params, info, args.backbone)
-        for label, (name, params) in VARIANTS.items()
+        for label, (name, params) in (PENALTIES if args.penalties else VARIANTS).items()
     }
     times: dict[str, list[float]] = {label: [] for label in methods}
     for _ in range(args.repeats):

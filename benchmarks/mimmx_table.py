@@ -5,7 +5,10 @@ accuracy on val / inv / bal, the val -> inv drop, inv AUROC and worst-group accu
 accuracy of the linear probes from ``f_y`` to each attribute (``f``, the whole feature vector, for
 methods without blocks); then the mean and std over seeds as a Markdown table. Runs of one method
 may be spread over several folders (e.g. seeds run in parallel); a (method, seed) found twice is
-an error. ``--targets`` checks the issue's synth-mri targets on the seed means.
+an error. Columns ``MI fresh`` / ``MI train critic``: the honest MI accounting in nats on val
+(``mi_fresh_critic`` and ``mi_training_critic`` or ``dcor_penalty``, target ``all`` where there
+are several confounders). ``--targets`` checks the issue's synth-mri targets on the seed means
+(of ``--method``, default mimmx).
 Usage:
 
     PYTHONPATH=src .venv/bin/python benchmarks/mimmx_table.py RUN_DIR [RUN_DIR ...] [--per-seed]
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-ORDER = ["erm", "rebalance", "dcor", "mimm", "mimmx", "mimmx-no-dls", "mimmx-no-caw"]
+ORDER = ["erm", "rebalance", "dcor", "mimm", "mimmx", "mimmx-no-dls", "mimmx-no-caw"]  # then a-z
 
 
 def probe_attributes(df: pd.DataFrame) -> list[str]:
@@ -41,6 +44,16 @@ def rows(df: pd.DataFrame) -> dict[str, float]:
     for attr in probe_attributes(df):
         value = get("bal", attr, "probe_accuracy[f_y]")
         out[f"probe {attr}"] = value if value == value else get("bal", attr, "probe_accuracy[f]")
+    # honest MI accounting (nats, val): the fresh critic and the training penalty's own value,
+    # for f_y against all confounder blocks ("all") or the only one
+    for col, metrics in (
+        ("MI fresh", ["mi_fresh_critic"]),
+        ("MI train critic", ["mi_training_critic", "dcor_penalty"]),
+    ):
+        sel = df[df["metric"].isin(metrics)]
+        if len(sel):
+            pick = sel[sel["target"] == "all"] if (sel["target"] == "all").any() else sel
+            out[col] = float(pick["value"].iloc[0])
     return out
 
 
@@ -77,13 +90,14 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def targets(frame: pd.DataFrame) -> list[str]:
-    """The issue's synth-mri targets, on the seed means of erm, rebalance and mimmx."""
+def targets(frame: pd.DataFrame, method: str = "mimmx") -> list[str]:
+    """The issue's synth-mri targets, on the seed means of erm, rebalance and ``method``; with a
+    ``<method>-lambda0`` run (same setting, no penalty) also the fresh-critic MI against it."""
     mean = frame.groupby("method")[[c for c in frame.columns if c != "method"]].mean()
-    missing = {"erm", "rebalance", "mimmx"} - set(mean.index)
+    missing = {"erm", "rebalance", method} - set(mean.index)
     if missing:
         return [f"targets need {', '.join(sorted(missing))}"]
-    m, erm, reb = mean.loc["mimmx"], mean.loc["erm"], mean.loc["rebalance"]
+    m, erm, reb = mean.loc[method], mean.loc["erm"], mean.loc["rebalance"]
     lines = []
 
     def check(name: str, ok: bool, detail: str) -> None:
@@ -102,6 +116,13 @@ def targets(frame: pd.DataFrame) -> list[str]:
     check("val -> inv drop <= 5", m["drop"] <= 5, f"{m['drop']:.1f}")
     for col in [c for c in mean.columns if c.startswith("probe ")]:
         check(f"{col} from f_y <= 60", m[col] <= 60, f"{m[col]:.1f} (ERM's f: {erm[col]:.1f})")
+    free = f"{method}-lambda0"
+    if free in mean.index and "MI fresh" in mean.columns:
+        check(
+            "fresh-critic MI below lambda 0",
+            m["MI fresh"] < mean.loc[free, "MI fresh"],
+            f"{m['MI fresh']:.2f} vs {mean.loc[free, 'MI fresh']:.2f} nats",
+        )
     return lines
 
 
@@ -110,6 +131,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--per-seed", action="store_true", help="also print every run's row")
     parser.add_argument("--targets", action="store_true", help="check the synth-mri targets")
+    parser.add_argument("--method", default="mimmx", help="the method --targets checks")
     args = parser.parse_args()
     frame = collect(args.runs)
     if args.per_seed:
@@ -118,7 +140,7 @@ def main() -> None:
     print(summary(frame).to_markdown())
     if args.targets:
         print()
-        print("\n".join(targets(frame)))
+        print("\n".join(targets(frame, args.method)))
 
 
 if __name__ == "__main__":

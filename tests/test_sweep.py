@@ -184,6 +184,7 @@ def _kill_once(marker: str, victim: tuple, trial, done: int, total: int) -> None
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+@pytest.mark.slow  # minutes: a local Ray, four trials, one retried (make test-slow; CI runs it)
 def test_ray_sweep_survives_a_killed_worker_and_matches_local(local_ray, local_sweep, tmp_path):
     out = tmp_path / "ray"
     marker = tmp_path / "killed"

@@ -43,15 +43,21 @@ class MINE(nn.Module):
         hidden: int = 400,
         layers: int = 3,
         ema_alpha: float | None = None,
+        batch_norm: bool = True,
     ):
         super().__init__()
         if layers < 1:
             raise ValueError("MINE needs at least one hidden layer")
-        self.in_a = nn.Linear(dim_a, hidden, bias=False)
+        # without batch norm (the constrained critics) the linear layers carry the biases
+        self.in_a = nn.Linear(dim_a, hidden, bias=not batch_norm)
         self.in_b = nn.Linear(dim_b, hidden, bias=False)
-        body: list[nn.Module] = [nn.BatchNorm1d(hidden), nn.ReLU()]
+
+        def norm() -> nn.Module:
+            return nn.BatchNorm1d(hidden) if batch_norm else nn.Identity()
+
+        body: list[nn.Module] = [norm(), nn.ReLU()]
         for _ in range(layers - 1):
-            body += [nn.Linear(hidden, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU()]
+            body += [nn.Linear(hidden, hidden, bias=not batch_norm), norm(), nn.ReLU()]
         body.append(nn.Linear(hidden, 1))
         self.body = nn.Sequential(*body)
         self.ema_alpha = ema_alpha

@@ -537,6 +537,7 @@ def _fit_with_selection(
 
         def on_epoch(epoch: int, losses: dict[str, float]) -> None:
             method.on_epoch_end(epoch, ctx)
+            losses = {**losses, **getattr(method, "epoch_metrics", {})}  # e.g. mi_fresh_critic
             score, average = selection.score(method, ctx)
             tie = selection.offer(epoch, score, average, method)
             selection.last_losses = losses
@@ -683,6 +684,8 @@ def evaluate_method(
             rows += [r for f in found for r in f.rows]
             reliance[split] = (split_table, found, probs)
     rows += probe_rows(features, labels, info.attributes, fit_split="val", seed=ctx.seed)
+    if hasattr(method, "dependence_rows"):  # split methods: mi_fresh_critic (docs/methods.md)
+        rows += method.dependence_rows(features, seed=ctx.seed)
     if ctx.seed == cfg.seeds[0]:
         _save_tsne(features, labels, ctx.layout)
         grid_reliance(reliance, ctx.layout)

@@ -19,6 +19,7 @@ from shortcutlab.methods import (  # noqa: F401 - register
     rebalance,
     swift,
     text2img,
+    zadversary,
 )
 from shortcutlab.methods.base import Hparam, Method, TaskInfo
 from shortcutlab.methods.registry import METHODS, get_method, register

@@ -7,6 +7,7 @@ heads make ``f_z`` carry the confounders, so the penalty removes them from ``f_y
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from shortcutlab.estimators.dcor import distance_correlation
@@ -27,6 +28,18 @@ class DCor(FeatureSplitMethod):
             1.0, "weight of dCor(f_y, f_z)", lambda r: float(10 ** r.uniform(-1, 0.5))
         ),
     }
+
+    @torch.no_grad()
+    def penalty_rows(self, val: dict[str, np.ndarray], seed: int) -> list[dict]:
+        """``dcor_penalty``: the training penalty on (at most 1,000) val rows."""
+        n = len(val["f_y"])
+        idx = np.random.default_rng(seed).permutation(n)[:1000]
+        f_y = torch.as_tensor(val["f_y"][idx], dtype=torch.float64)
+        f_z = torch.as_tensor(
+            np.concatenate([val[f"f_{a}"][idx] for a in self.split_attrs], 1), dtype=torch.float64
+        )
+        value = float(distance_correlation(f_y, f_z))
+        return [{"split": "val", "target": "all", "metric": "dcor_penalty", "value": value}]
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         f = self.model.features(batch["x"])

@@ -5,19 +5,38 @@ The encoder output is split into named blocks ``f = [f_y, f_<attr_1>, ..., f_<at
 classifies it from its own block. The model's ``head`` becomes a ``BlockHead`` on ``f_y``, so
 ``model(x)``, ``predict`` and post-hoc methods see the task head; the block sizes are
 hyperparameters (our choice: ``f_y`` 32, each ``f_z`` 16) and ``encoder_dim`` returns the total.
+
+The encoder's final ReLU is removed for the split methods (``final_relu: false``, docs/methods.md
+"The feature blocks"): after one epoch about half of each block's units were zero on every
+training image, and a dead unit cannot come back. ``stochastic_sigma > 0`` puts a stochastic
+layer there instead, ``f = tanh(mu) + sigma * eps`` in training (the mean ``tanh(mu)`` in
+evaluation), so the MI between two blocks is finite: at most ``0.5 log(1 + 1 / sigma^2)`` nats
+per unit of the smaller block (a Gaussian channel with bounded input).
+
+Honest MI accounting (docs/methods.md, "Honest MI accounting"): after training, rows
+``metric = mi_fresh_critic`` (``estimators.fresh_critic``: a new critic fitted on the frozen
+train features, scored on val) for ``f_y`` against each confounder block and against all of them
+(target ``all``), beside the training penalty's own value on val (``mi_training_critic``, or
+``dcor_penalty`` for dCor); per epoch a cheaper fresh critic on ``f_y`` against all blocks is
+logged as ``mi_fresh_critic``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from shortcutlab.errors import ShortcutlabError
+from shortcutlab.estimators.constrained_critic import GradientPenaltyMINE, SpectralMINE
+from shortcutlab.estimators.fresh_critic import fresh_critic_mi
+from shortcutlab.estimators.infonce import InfoNCE
 from shortcutlab.estimators.mine import MINE
-from shortcutlab.methods.base import Hparam, Method, TaskInfo
+from shortcutlab.methods.base import Hparam, Method, RunContext, TaskInfo
 from shortcutlab.models import EncoderHeadModel
 
 
@@ -33,9 +52,69 @@ class BlockHead(nn.Module):
         return self.linear(f[:, self.start : self.stop])
 
 
+class StochasticFeatures(nn.Module):
+    """``tanh(mu) + sigma * eps`` in training, ``tanh(mu)`` in evaluation (``sigma`` fixed)."""
+
+    def __init__(self, sigma: float):
+        super().__init__()
+        self.sigma = float(sigma)
+
+    def forward(self, mu: torch.Tensor) -> torch.Tensor:
+        f = torch.tanh(mu)
+        if self.training and self.sigma > 0:
+            f = f + self.sigma * torch.randn_like(f)
+        return f
+
+
+def replace_final_relu(encoder: nn.Module, new: nn.Module) -> bool:
+    """Put ``new`` in place of the encoder's last module if it is a ReLU (searching the last
+    child recursively); returns whether one was found."""
+    children = list(encoder.named_children())
+    if not children:
+        return False
+    name, last = children[-1]
+    if isinstance(last, nn.ReLU):
+        setattr(encoder, name, new)
+        return True
+    return replace_final_relu(last, new)
+
+
+def split_encoder_output(model: EncoderHeadModel, hparams: dict[str, Any]) -> None:
+    """The split methods' encoder end, from their hparams: the final ReLU removed
+    (``final_relu: false``) or replaced by ``StochasticFeatures`` (``stochastic_sigma > 0``).
+    Also used to rebuild a trained split model from its checkpoint."""
+    sigma = float(hparams.get("stochastic_sigma", 0.0))
+    if sigma < 0:
+        raise ShortcutlabError(f"stochastic_sigma must be 0 or positive, got {sigma}")
+    if sigma > 0:
+        layer = StochasticFeatures(sigma)
+        if not replace_final_relu(model.encoder, layer):
+            model.encoder = nn.Sequential(model.encoder, layer)
+    elif not hparams.get("final_relu", True):
+        replace_final_relu(model.encoder, nn.Identity())
+
+
 BLOCK_HPARAMS: dict[str, Hparam] = {
     "f_y_dim": Hparam(32, "size of the task block f_y (our choice)"),
     "f_z_dim": Hparam(16, "size of each confounder block f_<attr> (our choice)"),
+    "final_relu": Hparam(
+        False, "keep the encoder's final ReLU (true = the behaviour before; units die under it)"
+    ),
+    "stochastic_sigma": Hparam(
+        0.0, "stochastic encoder f = tanh(mu) + sigma * eps (finite MI); 0 = deterministic"
+    ),
+    "audit_steps": Hparam(300, "steps of the fresh critic after training (0: no MI rows)"),
+    "audit_epoch_steps": Hparam(100, "steps of the cheap fresh critic per epoch (0: off)"),
+    "audit_hidden": Hparam(64, "width of the fresh critic's hidden layers"),
+}
+
+AUDIT_EPOCH_ROWS = 1024  # train and val rows the per-epoch fresh critic sees (our choice)
+
+CRITICS: dict[str, type[MINE]] = {
+    "mine": MINE,
+    "infonce": InfoNCE,
+    "spectral": SpectralMINE,
+    "gradient_penalty": GradientPenaltyMINE,
 }
 
 MINE_HPARAMS: dict[str, Hparam] = {
@@ -61,6 +140,19 @@ MINE_HPARAMS: dict[str, Hparam] = {
         False,
         "adaptive gradient clipping (MINE, Belghazi et al. 2018): the MI term's gradient on the "
         "encoder is scaled down to at most the norm of the head losses' gradient",
+    ),
+    "critic": Hparam(
+        "mine",
+        "the dependence estimator: mine (DV bound, the paper), infonce (at most log B), "
+        "spectral (spectrally normalised critic), gradient_penalty (slope-penalised critic)",
+        choices=tuple(CRITICS),
+    ),
+    "gp_weight": Hparam(1.0, "weight of the critic's gradient penalty (critic: gradient_penalty)"),
+    "critic_batches": Hparam(
+        "same",
+        "same: the N_B - 1 critic steps reuse this batch's features (our choice); fresh: they "
+        "draw new training batches through the updated encoder (the official MIMM code)",
+        choices=("same", "fresh"),
     ),
 }
 
@@ -126,6 +218,8 @@ class FeatureSplitMethod(Method):
         self.z_heads = nn.ModuleList(
             BlockHead(dy + i * dz, dy + (i + 1) * dz, card) for i, card in enumerate(cards)
         )
+        split_encoder_output(model, self.hparams)
+        self.epoch_metrics: dict[str, float] = {}
 
     # -- blocks ---------------------------------------------------------------------------------
     def split(self, f: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -151,6 +245,71 @@ class FeatureSplitMethod(Method):
         ]
         return ce_y, ce_z
 
+    # -- honest MI accounting -------------------------------------------------------------------
+    def audit_pairs(
+        self, blocks: dict[str, np.ndarray]
+    ) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """``(target, f_y, f_z)`` pairs of the fresh critic: each confounder block, and all of
+        them concatenated (target ``all``) where there are several."""
+        f_zs = [blocks[f"f_{a}"] for a in self.split_attrs]
+        pairs = [(a, blocks["f_y"], fz) for a, fz in zip(self.split_attrs, f_zs, strict=True)]
+        if len(f_zs) > 1:
+            pairs.append(("all", blocks["f_y"], np.concatenate(f_zs, 1)))
+        return pairs
+
+    def fresh_mi(
+        self, train: np.ndarray, train_b: np.ndarray, val: np.ndarray, val_b: np.ndarray, **kw
+    ) -> float:
+        return fresh_critic_mi(
+            train,
+            train_b,
+            val,
+            val_b,
+            hidden=int(self.hparams["audit_hidden"]),
+            noise_sigma=float(self.hparams["stochastic_sigma"]),
+            **kw,
+        )
+
+    def penalty_rows(self, val: dict[str, np.ndarray], seed: int) -> list[dict]:
+        """The training penalty's own value on val features (subclasses)."""
+        return []
+
+    def dependence_rows(
+        self, features: dict[str, dict[str, np.ndarray]], seed: int = 0
+    ) -> list[dict]:
+        """``mi_fresh_critic`` rows (fit on train features, scored on val) and the training
+        penalty's value on val; [] without both splits or with ``audit_steps: 0``."""
+        steps = int(self.hparams["audit_steps"])
+        if steps <= 0 or "train" not in features or "val" not in features:
+            return []
+        train, val = features["train"], features["val"]
+        rows = []
+        for (target, a, b), (_, va, vb) in zip(
+            self.audit_pairs(train), self.audit_pairs(val), strict=True
+        ):
+            value = self.fresh_mi(a, b, va, vb, steps=steps, seed=seed)
+            rows.append(
+                {"split": "val", "target": target, "metric": "mi_fresh_critic", "value": value}
+            )
+        return rows + self.penalty_rows(val, seed)
+
+    def on_epoch_end(self, epoch: int, context: RunContext) -> None:
+        """The cheap per-epoch fresh critic (``audit_epoch_steps``) on ``f_y`` against all
+        confounder blocks, left in ``epoch_metrics`` for the epoch's log line."""
+        self.epoch_metrics = {}
+        steps = int(self.hparams["audit_epoch_steps"])
+        if steps <= 0 or context is None:
+            return
+        blocks = {}
+        for split, tensors in (("train", context.train), ("val", context.val)):
+            n = len(tensors["y"])
+            idx = torch.randperm(n, generator=torch.Generator().manual_seed(epoch))
+            idx = idx[:AUDIT_EPOCH_ROWS]
+            blocks[split] = context.features(self, {k: v[idx] for k, v in tensors.items()})
+        _, a, b = self.audit_pairs(blocks["train"])[-1]
+        _, va, vb = self.audit_pairs(blocks["val"])[-1]
+        self.epoch_metrics["mi_fresh_critic"] = self.fresh_mi(a, b, va, vb, steps=steps, seed=epoch)
+
     # -- optimisation ---------------------------------------------------------------------------
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Encoder and all heads (not the statistics networks, which have their own optimiser)."""
@@ -168,9 +327,87 @@ class MINEPenaltyMethod(FeatureSplitMethod):
 
     HPARAMS: ClassVar[dict[str, Hparam]] = {**BLOCK_HPARAMS, **MINE_HPARAMS}
 
+    def __init__(self, model: EncoderHeadModel, info: TaskInfo, hparams: dict[str, Any]):
+        super().__init__(model, info, hparams)
+        self._critic_stream: Iterator[dict[str, torch.Tensor]] | None = None
+
     def build_mine(self, dim_a: int, dim_b: int) -> MINE:
         alpha = float(self.hparams["mine_ema_alpha"])
-        return MINE(dim_a, dim_b, int(self.hparams["mine_hidden"]), ema_alpha=alpha or None)
+        kind = self.hparams["critic"]
+        if kind not in CRITICS:
+            raise ShortcutlabError(f"critic must be one of {', '.join(CRITICS)}, got '{kind}'")
+        kw: dict[str, Any] = {"ema_alpha": alpha or None}
+        if kind == "gradient_penalty":
+            kw["gp_weight"] = float(self.hparams["gp_weight"])
+        return CRITICS[kind](dim_a, dim_b, int(self.hparams["mine_hidden"]), **kw)
+
+    # -- the critic's batches ---------------------------------------------------------------------
+    def on_train_start(self, context: RunContext) -> None:
+        """With ``critic_batches: fresh``, an endless stream of shuffled training batches for
+        the critic steps (seeded apart from the encoder's batches)."""
+        super().on_train_start(context)
+        if self.hparams["critic_batches"] != "fresh":
+            return
+        gen = torch.Generator().manual_seed(int(context.seed) + 7919)
+        tensors = context.train
+
+        def stream() -> Iterator[dict[str, torch.Tensor]]:
+            while True:
+                yield from context.batches(tensors, shuffle=True, generator=gen)
+
+        self._critic_stream = stream()
+
+    def critic_inputs(
+        self, f: torch.Tensor, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
+        """``(f_y, f_zs, groups)`` for one critic step, detached: this batch's features ``f``
+        (``critic_batches: same``, or no stream, e.g. outside the runner), else a new training
+        batch through the encoder as it is now (the official regime)."""
+        if self._critic_stream is None:
+            f_y, f_zs = self.split(f.detach().float())
+            return f_y, f_zs, self.mine_groups(batch)
+        fresh = next(self._critic_stream)
+        with torch.no_grad():
+            f_y, f_zs = self.split(self.model.features(fresh["x"]).float())
+        return f_y, f_zs, self.mine_groups(fresh)
+
+    # -- the training critic's value, for the accounting -----------------------------------------
+    def critic_pairs(
+        self, f_y: torch.Tensor, f_zs: list[torch.Tensor]
+    ) -> list[tuple[str, MINE, torch.Tensor, torch.Tensor]]:
+        """``(target, critic, a, b)``: what each training critic scores (subclasses)."""
+        return []
+
+    @torch.no_grad()
+    def penalty_rows(self, val: dict[str, np.ndarray], seed: int) -> list[dict]:
+        """``mi_training_critic``: the training critic(s), frozen, on val batches of 128 (with
+        the stochastic encoder's noise where it has one)."""
+        gen = torch.Generator().manual_seed(seed)
+        blocks = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in val.items()}
+        sigma = float(self.hparams["stochastic_sigma"])
+        if sigma > 0:
+            blocks = {k: v + sigma * torch.randn(v.shape, generator=gen) for k, v in blocks.items()}
+        n = len(blocks["f_y"])
+        if n < 2:
+            return []
+        was = self.training
+        self.eval()
+        values: dict[str, list[float]] = {}
+        for _ in range(8):
+            i = torch.randperm(n, generator=gen)[:128]
+            f_zs = [blocks[f"f_{a}"][i] for a in self.split_attrs]
+            for target, critic, a, b in self.critic_pairs(blocks["f_y"][i], f_zs):
+                values.setdefault(target, []).append(critic.lower_bound(a, b).item())
+        self.train(was)
+        return [
+            {
+                "split": "val",
+                "target": t,
+                "metric": "mi_training_critic",
+                "value": float(np.mean(v)),
+            }
+            for t, v in values.items()
+        ]
 
     def mine_groups(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """The class labels that pair the marginal samples when ``mi_given_y`` is on, else None."""

@@ -5,7 +5,9 @@ One confounder, the first attribute. Encoder output ``F = [F_Y, F_Z]``, heads ``
 (``estimators.mine``). Alternating optimisation per ``update``: one encoder/heads step (the MI term
 back-propagates into the encoder, T fixed), then ``N_B - 1`` steps of T maximising the bound on the
 detached features of the same batch (our choice: the features computed before the encoder step,
-which saves a forward pass). ``mi_given_y`` (our
+which saves a forward pass; ``critic_batches: fresh`` draws new batches through the updated
+encoder, as the official code does). ``critic`` picks the estimator (MINE, InfoNCE, a
+constrained critic; docs/methods.md "Bounded dependence penalties"). ``mi_given_y`` (our
 choice, default off) draws the marginal pairs within a class: the term becomes
 ``I(F_Y; F_Z | y)``.
 """
@@ -39,6 +41,9 @@ class MIMM(MINEPenaltyMethod):
         self.mines = nn.ModuleList([self.build_mine(dy, dz)])
         self.mine_opt = self.mine_optimizer(self.mines)
 
+    def critic_pairs(self, f_y, f_zs):
+        return [(self.split_attrs[0], self.mines[0], f_y, f_zs[0])]
+
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         f = self.model.features(batch["x"])
         ce_y, (ce_z,) = self.head_losses(f, batch)
@@ -50,11 +55,10 @@ class MIMM(MINEPenaltyMethod):
         penalty = float(self.hparams["lambda"]) * mi
         loss = (ce_y + ce_z) / 2 + penalty
         scale = self.penalised_step((ce_y + ce_z) / 2, penalty)
-        a, b = f_y.detach().float(), f_z.detach().float()
-        bound = [
-            mine.maximise_step(a, b, self.mine_opt, groups)
-            for _ in range(int(self.hparams["n_b"]) - 1)
-        ]
+        bound = []
+        for _ in range(int(self.hparams["n_b"]) - 1):
+            a, (b,), g = self.critic_inputs(f, batch)
+            bound.append(mine.maximise_step(a, b, self.mine_opt, g))
         attr = self.split_attrs[0]
         return {
             "loss": loss.item(),

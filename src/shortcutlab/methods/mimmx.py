@@ -124,19 +124,25 @@ class MIMMX(MINEPenaltyMethod):
         ]
         return torch.stack(terms).sum()
 
+    def critic_pairs(self, f_y, f_zs):
+        a = self.attention().detach()
+        if self.hparams["caw_mode"] == "concat":
+            weighted = torch.cat([a[i] * fz for i, fz in enumerate(f_zs)], 1)
+            return [("all", self.mines[0], f_y, weighted)]
+        return list(zip(self.split_attrs, self.mines, [f_y] * len(f_zs), f_zs, strict=True))
+
     def mine_steps(
         self,
-        f_y: torch.Tensor,
-        f_zs: list[torch.Tensor],
+        f: torch.Tensor,
+        batch: dict[str, torch.Tensor],
         a: torch.Tensor,
-        groups: torch.Tensor | None = None,
     ) -> list[float]:
-        """``N_B - 1`` maximisation steps of the statistics network(s) on detached inputs."""
-        f_y = f_y.detach().float()
-        f_zs = [fz.detach().float() for fz in f_zs]
+        """``N_B - 1`` maximisation steps of the statistics network(s) on detached inputs
+        (``critic_inputs``: this batch's features or fresh batches)."""
         a = a.detach()
         values = []
         for _ in range(int(self.hparams["n_b"]) - 1):
+            f_y, f_zs, groups = self.critic_inputs(f, batch)
             if self.hparams["caw_mode"] == "concat":
                 weighted = torch.cat([a[i] * fz for i, fz in enumerate(f_zs)], 1)
                 values.append(self.mines[0].maximise_step(f_y, weighted, self.mine_opt, groups))
@@ -167,6 +173,7 @@ class MIMMX(MINEPenaltyMethod):
 
     def on_epoch_end(self, epoch: int, context: RunContext) -> None:
         """The runner calls this after (0-based) ``epoch``; the next epoch is ``epoch + 1``."""
+        super().on_epoch_end(epoch, context)
         self.epoch = epoch + 1
 
     # -- optimisation ---------------------------------------------------------------------------
@@ -210,7 +217,7 @@ class MIMMX(MINEPenaltyMethod):
             penalty = float(self.hparams["lambda"]) * mi
             loss = heads + penalty
             scale = self.penalised_step(heads, penalty)
-        bound = self.mine_steps(f_y, f_zs, a, groups)
+        bound = self.mine_steps(f, batch, a)
         out = {"loss": loss.item(), "ce_y": ce_y.item(), "mi": mi.item(), "warmup": float(warmup)}
         out["mi_mine_steps"] = sum(bound) / len(bound) if bound else mi.item()
         for i, attr in enumerate(self.split_attrs):

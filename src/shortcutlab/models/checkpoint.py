@@ -106,9 +106,11 @@ def load_trained_model(
     ``info`` is the task's ``TaskInfo`` (``num_classes``, ``in_channels``, ``image_size``).
     """
     data = _read(path)
+    hparams: Mapping[str, Any] = {}
     if isinstance(data, Mapping) and "format" in data:
         ckpt = Checkpoint.load(path)
         state, backbone, feature_dim = dict(ckpt.model_state), ckpt.backbone, ckpt.feature_dim
+        hparams = ckpt.hparams or {}
     elif isinstance(data, Mapping) and data and all(torch.is_tensor(v) for v in data.values()):
         state, backbone, feature_dim = dict(data), default_backbone, None
     else:
@@ -129,6 +131,10 @@ def load_trained_model(
             f"checkpoint '{path}' predicts {num_classes} classes, the task has {info.num_classes}."
         )
     model = build_model(str(backbone), info.in_channels, num_classes, info.image_size, feature_dim)
+    if "final_relu" in hparams:  # a split method's encoder (docs/methods.md, "The feature blocks")
+        from shortcutlab.methods.feature_split import split_encoder_output
+
+        split_encoder_output(model, hparams)
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

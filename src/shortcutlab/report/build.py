@@ -788,6 +788,16 @@ def _report_figures(
         "changes (the phantom's exact counterfactual; 0 = the model ignores the factor). Error "
         "bars: 95% bootstrap interval over the split's images.",
     )
+    figs["mi"] = _save(
+        layout,
+        "mi_accounting",
+        figures.mi_figure(results, order, colors),
+        "MI of f_y with the confounder blocks: fresh critic and training critic",
+        "Solid: a fresh critic trained on the frozen train features after training, scored on val "
+        "(<code>mi_fresh_critic</code>); hatched: the training critic on the same val features "
+        "(<code>mi_training_critic</code>). Log scale, nats (docs/methods.md, Honest MI "
+        "accounting).",
+    )
     if kind == "run":
         figs["curves"] = _save(
             layout,

@@ -651,3 +651,46 @@ def tsne_plot(
     if title:
         fig.suptitle(title, fontsize=10, y=1.05)
     return png_bytes(fig)
+
+
+def mi_figure(results: pd.DataFrame, order: Sequence[str], colors: dict[str, str]) -> Figure | None:
+    """Honest MI accounting (docs/methods.md): per split method and confounder target, the
+    fresh critic's DV estimate on val (``mi_fresh_critic``, solid) beside the training critic's
+    own value on the same features (``mi_training_critic``, hatched); log-scaled nats."""
+    metrics = ["mi_fresh_critic", "mi_training_critic"]
+    part = results[results["metric"].isin(metrics)]
+    if part.empty:
+        return None
+    methods = [m for m in order if m in set(part["method"])]
+    targets = list(dict.fromkeys(part["target"].astype(str)))
+    fig = _figure(max(4.0, 1.2 + 1.1 * len(methods) * len(targets)), 3.2)
+    ax = fig.subplots()
+    x, ticks, labels = 0.0, [], []
+    for t in targets:
+        for m in methods:
+            for j, metric in enumerate(metrics):
+                vals = part[
+                    (part["method"] == m) & (part["target"] == t) & (part["metric"] == metric)
+                ]["value"]
+                if len(vals):
+                    ax.bar(
+                        x + 0.4 * j,
+                        max(float(vals.mean()), 1e-3),
+                        0.38,
+                        color=colors.get(m, "0.5"),
+                        hatch="//" if j else None,
+                        edgecolor=_darker(colors.get(m, "0.5")),
+                    )
+            ticks.append(x + 0.2)
+            labels.append(f"{m}\n{t}")
+            x += 1.0
+        x += 0.4
+    ax.set_yscale("log")
+    ax.set_xticks(ticks, labels, fontsize=7)
+    ax.set_ylabel("MI estimate on val (nats)")
+    extra = [
+        Patch(facecolor="0.8", edgecolor="0.3", label="fresh critic"),
+        Patch(facecolor="0.8", edgecolor="0.3", hatch="//", label="training critic"),
+    ]
+    _legend(fig, methods, colors, extra)
+    return fig
