@@ -216,6 +216,10 @@ def _steps_to(curve: list[float], level: float, every: int) -> float:
 # Measured at the calibrated defaults: the task reaches 0.9 after 72 (cxr) and 96 (derm) steps.
 Y_STEPS, EVERY = 184, 8
 TASK_LEVEL = {"synth-mri": 0.85}
+# synth-mri's curve oscillates (0.71, 0.64, 0.50, 0.87 at steps 64-88 with monai 1.6 / numpy 2.4):
+# stopped at 0.87, its held-out score was 0.843, within the held-out set's sampling error of the
+# level; it stops 3 points above the level instead, at a model past the oscillation
+STOP_MARGIN = {"synth-mri": 0.03}
 
 
 @pytest.mark.slow
@@ -230,7 +234,7 @@ def test_task_learnable_and_each_attribute_learned_faster(name: str) -> None:
         return _learning_curve(x, labels(f, target), xs, labels(fs, target), steps, EVERY, stop_at)
 
     level = TASK_LEVEL.get(name, 0.9)
-    y_curve, y_model = curve("y", Y_STEPS, stop_at=level + 0.02)
+    y_curve, y_model = curve("y", Y_STEPS, stop_at=level + STOP_MARGIN.get(name, 0.02))
     y_steps = _steps_to(y_curve, level, EVERY)
     held_out = _accuracy(y_model, xh, labels(fh, "y"))
     print(f"{name} y: {[round(a, 2) for a in y_curve]}; held out {held_out:.3f}")
