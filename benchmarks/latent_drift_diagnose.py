@@ -50,7 +50,7 @@ def main() -> None:
     from shortcutlab.experiment.hparams import method_hparams
     from shortcutlab.experiment.runner import load_dataset, task_info
     from shortcutlab.generative.counterfactuals import counterfactuals, flipped_values
-    from shortcutlab.methods.counterfactual_aug import drift_generator, drift_params
+    from shortcutlab.methods.counterfactual_aug import drift_params, generator_for
 
     cfg = load_config(args.config)
     hp = method_hparams(MethodSpec(name="counterfactual-aug"), cfg)
@@ -58,17 +58,7 @@ def main() -> None:
     table = load_dataset(cfg.dataset)
     info = task_info(table, cfg, 1)
     train = tensors_of(table.split("train"))
-    model, _ = drift_generator(
-        train["x"],
-        train["y"],
-        train["z"],
-        info.attributes,
-        info.num_classes,
-        info.attribute_cardinalities,
-        params,
-        cfg.seeds[0],
-        args.cache,
-    )
+    model, _ = generator_for(train, info, params, cfg.seeds[0], args.cache)
     fields = ["y", *info.attributes]
     cards = {"y": info.num_classes, **dict(zip(info.attributes, info.attribute_cardinalities))}
     bal = table.split("bal")

@@ -131,3 +131,76 @@ def run_cli(args, capsys) -> tuple[int, str, str]:
         sys.argv = old
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def toy_images(n: int, size: int, seed: int = 0, channels: int = 3):
+    """Class 0 dark, class 1 bright, horizontal stripes: learnable in a few hundred diffusion
+    steps. Returns (uint8 images n x channels x size x size, labels)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    x = 0.2 + 0.5 * y[:, None, None, None] + 0.1 * torch.rand(n, channels, 1, 1, generator=g)
+    x = x.expand(n, channels, size, size).clone()
+    x[:, :, ::4] += 0.2
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8), y
+
+
+def write_tiny_sd(root: Path, channels: int = 3, scheduler: bool = False) -> Path:
+    """A randomly initialised Stable-Diffusion-layout folder (``unet/``, ``vae/``, and with
+    ``scheduler`` a PNDM ``scheduler/`` and ``model_index.json``), 16-pixel images."""
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        layers_per_block=1,
+        cross_attention_dim=24,
+        attention_head_dim=4,
+        norm_num_groups=8,
+    ).save_pretrained(root / "unet")
+    AutoencoderKL(
+        in_channels=channels,
+        out_channels=channels,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        scaling_factor=0.18215,
+    ).save_pretrained(root / "vae")
+    if scheduler:
+        PNDMScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            skip_prk_steps=True,
+            steps_offset=1,
+            set_alpha_to_one=False,
+        ).save_pretrained(root / "scheduler")
+        (root / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_derm():
+    """A 120-image, 32-pixel synth-derm table with the ruler shortcut at P = 0.9 (rendered
+    once per session; the reliance and attribution tests read it)."""
+    from shortcutlab.data.sources import make_synthetic
+
+    return make_synthetic(
+        "synth-derm",
+        size=120,
+        attributes=["ruler"],
+        correlation=0.9,
+        seed=3,
+        image_size=32,
+        use_cache=False,
+    )

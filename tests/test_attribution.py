@@ -6,7 +6,6 @@ import pytest
 import torch
 from torch import nn
 
-from shortcutlab.data.sources import make_synthetic
 from shortcutlab.errors import ShortcutlabError
 from shortcutlab.evaluation.attribution import attribution_maps, attribution_rows
 from shortcutlab.evaluation.localization import score_maps
@@ -45,16 +44,8 @@ def test_a_model_that_reads_a_square_is_seen_looking_at_it(method):
     assert s["pixel_auroc"] > 0.95
 
 
-def test_rows_on_a_phantom_and_bad_input():
-    table = make_synthetic(
-        "synth-derm",
-        size=80,
-        attributes=["ruler"],
-        correlation=0.9,
-        seed=0,
-        image_size=32,
-        use_cache=False,
-    )
+def test_rows_on_a_phantom_and_bad_input(small_derm):
+    table = small_derm
     model = build_model("small-cnn", 3, 2, 32, 16)
     rows = attribution_rows(model, table, ["gradcam", "ig"], max_images=8)
     got = {(r["target"], r["metric"]): r["value"] for r in rows}

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+from conftest import toy_images, write_tiny_sd
 
 from shortcutlab.errors import ShortcutlabError
 from shortcutlab.generative import (
@@ -23,16 +21,6 @@ FIELDS = {"y": 2, "domain": 2}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def toy_images(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class 0 dark, class 1 bright, horizontal stripes: learnable in a few hundred steps."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % 2
-    x = 0.2 + 0.5 * y[:, None, None, None] + 0.1 * torch.rand(n, 3, 1, 1, generator=g)
-    x = x.expand(n, 3, size, size).clone()
-    x[:, :, ::4] += 0.2
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8), y
 
 
 def box_roi(n: int, size: int) -> torch.Tensor:
@@ -197,40 +185,7 @@ def test_bf16_autocast_trains_and_samples(latent_model):
 
 def test_stable_diffusion_format_directory_loads_and_inpaints(tmp_path):
     """A randomly initialised SD-layout checkpoint (unet/, vae/, scheduler/), fine-tuned and inpainted."""
-    torch.manual_seed(0)
-    root = tmp_path / "tiny-sd"
-    UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(16, 32),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        layers_per_block=1,
-        cross_attention_dim=24,
-        attention_head_dim=4,
-        norm_num_groups=8,
-    ).save_pretrained(root / "unet")
-    AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 16),
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=8,
-        scaling_factor=0.18215,
-    ).save_pretrained(root / "vae")
-    PNDMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        skip_prk_steps=True,
-        steps_offset=1,
-        set_alpha_to_one=False,
-    ).save_pretrained(root / "scheduler")
-    (root / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    root = write_tiny_sd(tmp_path / "tiny-sd", channels=3, scheduler=True)
 
     with pytest.raises(ShortcutlabError, match="condition_fields"):
         ConditionalDiffusion.from_pretrained(root)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 
+import conftest
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import run_cli, write_config, write_csv_dataset
+from conftest import run_cli, write_config, write_csv_dataset, write_tiny_sd
 from PIL import Image
 
 from shortcutlab.errors import ShortcutlabError
@@ -32,13 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def toy_images(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class 0 dark, class 1 bright, horizontal stripes."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % 2
-    x = 0.2 + 0.5 * y[:, None, None, None] + 0.1 * torch.rand(n, 1, 1, 1, generator=g)
-    x = x.expand(n, 1, size, size).clone()
-    x[:, :, ::4] += 0.2
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8), y
+    return conftest.toy_images(n, size, seed, channels=1)
 
 
 def tiny(seed: int = 0) -> ConditionalDiffusion:
@@ -166,33 +161,7 @@ def test_fit_with_plain_target_and_bad_settings():
 
 
 def test_pretrained_stable_diffusion_directory_is_fine_tuned_with_drift(tmp_path):
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
-    torch.manual_seed(0)
-    root = tmp_path / "tiny-sd"
-    UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(16, 32),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        layers_per_block=1,
-        cross_attention_dim=24,
-        attention_head_dim=4,
-        norm_num_groups=8,
-    ).save_pretrained(root / "unet")
-    AutoencoderKL(
-        in_channels=1,
-        out_channels=1,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 16),
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=8,
-        scaling_factor=0.18215,
-    ).save_pretrained(root / "vae")
+    root = write_tiny_sd(tmp_path / "tiny-sd", channels=1)
     images, y = toy_images(4, 16)
     params = LatentDriftParams(pretrained=str(root), steps=2, batch_size=4, train_delta=0.05)
     model = fit_drift_generator(images, {"y": y, "site": y}, FIELDS, params)
@@ -307,3 +276,41 @@ def test_counterfactual_aug_fits_on_train_only_and_adds_flipped_rows(tmp_path, m
     assert torch.equal(seen["x"], torch.from_numpy(train))  # never val/inv/bal
     report = json.loads(next((tmp_path / "run").rglob("generated.json")).read_text())
     assert report["flipped"] == ["site"] and report["n_generated"] == len(train)
+
+
+def test_audit_with_generated_counterfactuals_on_user_data(tmp_path, capsys):
+    """``audit --counterfactual generated`` on CSV data (no exact counterfactuals): the
+    generator is fitted on train once and reused; the rows cover y and the attribute on the
+    sampled rows of each held-out split."""
+    from shortcutlab.data.sources import cache_dir
+    from shortcutlab.store.results import read_results
+
+    root = write_csv_dataset(tmp_path / "data", n=96, seed=11)  # data no other test fits on
+    cfg = write_config(
+        tmp_path / "cfg.yaml",
+        root,
+        hparams={"counterfactual-aug": TINY},
+        train={"epochs": 1, "batch_size": 32, "feature_dim": 16, "num_threads": 1},
+    )
+    run = tmp_path / "run"
+    code, _, err = run_cli(["run", cfg, "--out", run, "--quiet"], capsys)
+    assert code == 0, err
+    ckpt = run / "erm" / "seed_0" / "checkpoint.pt"
+    before = set((cache_dir() / "generated").glob("latent-drift-*"))
+    args = ["audit", ckpt, "--data", cfg, "--counterfactual", "generated", "--cf-limit", "5", "-q"]
+    code, text, err = run_cli([*args, "--out", tmp_path / "a1"], capsys)
+    assert code == 0, err
+    fitted = set((cache_dir() / "generated").glob("latent-drift-*")) - before
+    assert len(fitted) == 1
+    r = read_results(tmp_path / "a1" / "results.csv")
+    flip = r[r["metric"] == "cf_flip_rate"]
+    assert set(flip["target"]) == {"y", "site"} and {"val", "inv", "bal"} == set(flip["split"])
+    # 5 rows per split: every flip rate is a multiple of 1/5
+    assert np.allclose(flip["value"] * 5, np.round(flip["value"] * 5))
+    assert "flip rate when only site changes" in text
+    stamp = {p: p.stat().st_mtime for p in next(iter(fitted)).iterdir()}
+    code, _, err = run_cli([*args, "--out", tmp_path / "a2"], capsys)
+    assert code == 0, err
+    assert {p: p.stat().st_mtime for p in next(iter(fitted)).iterdir()} == stamp  # reused
+    r2 = read_results(tmp_path / "a2" / "results.csv")
+    assert r2[r2["metric"] == "cf_flip_rate"]["value"].tolist() == flip["value"].tolist()

@@ -3,24 +3,16 @@ factor, 1 for one that reads only it; the rows the runner writes."""
 
 import numpy as np
 import pytest
+import torch
 
 from shortcutlab.data.counterfactual import true_counterfactual
-from shortcutlab.data.sources import make_synthetic
 from shortcutlab.errors import ShortcutlabError
 from shortcutlab.evaluation.reliance import check_mode, reliance_of_factor, reliance_rows
 
 
 @pytest.fixture(scope="module")
-def derm():
-    table = make_synthetic(
-        "synth-derm",
-        size=120,
-        attributes=["ruler"],
-        correlation=0.9,
-        seed=3,
-        image_size=32,
-        use_cache=False,
-    )
+def derm(small_derm):
+    table = small_derm
     return table.split("val") if len(table.split("val")) >= 20 else table
 
 
@@ -85,8 +77,7 @@ def test_modes_say_what_they_cannot_do(derm):
     from shortcutlab.data.table import ImageTable
 
     assert check_mode("auto", derm) == "exact" and check_mode("none", derm) is None
-    with pytest.raises(ShortcutlabError, match="Latent Drifting"):
-        check_mode("generated", derm)
+    assert check_mode("generated", derm) == "generated"
     with pytest.raises(ShortcutlabError, match="exact, generated or none"):
         check_mode("true", derm)
     plain = ImageTable(
@@ -95,6 +86,41 @@ def test_modes_say_what_they_cannot_do(derm):
     assert check_mode("auto", plain) is None
     with pytest.raises(ShortcutlabError, match="no exact counterfactuals"):
         check_mode("exact", plain)
+    assert check_mode("generated", plain) == "generated"  # user data: any generator works
+    three = plain.meta.copy()
+    three["ruler"] = np.arange(len(three)) % 3
+    many = ImageTable(plain.images, three, plain.attributes, 3, name="mine")
+    with pytest.raises(ShortcutlabError, match="two-valued"):
+        check_mode("generated", many)
+
+
+def test_generated_mode_scores_the_makers_images(derm):
+    """Mode generated reads its counterfactuals from the maker it is given: the source itself
+    (a null edit) moves nothing; the exact counterfactual gives the exact mode's rows."""
+    from types import SimpleNamespace
+
+    from shortcutlab.experiment.reliance import split_reliance
+
+    model = _lookup_model(derm, "ruler")
+    ctx = SimpleNamespace(
+        seed=0, predict=lambda _m, part: torch.log(torch.from_numpy(model(part["x"].numpy())))
+    )
+    part = derm.tensors()
+    probs = model(derm.images)
+    calls = []
+
+    def null_edit(split, table, factor):
+        calls.append((split, factor, len(table)))
+        return table.images.copy()
+
+    args = (None, ctx, "val", derm, part, probs, 20)
+    null = _rows(split_reliance(*args, "generated", null_edit))
+    assert null[("ruler", "cf_flip_rate")] == 0 and null[("y", "cf_mean_abs_delta")] < 1e-9
+    exact = _rows(split_reliance(*args, "exact"))
+    true = _rows(split_reliance(*args, "generated", lambda s, t, f: true_counterfactual(t, f)))
+    assert true == exact and exact[("ruler", "cf_flip_rate")] == 1
+    limited = split_reliance(*args, "generated", null_edit, limit=7)
+    assert calls[-1] == ("val", "ruler", 7) and len(limited[0].delta) == 7
 
 
 def test_run_and_audit_write_reliance_and_attribution_rows(tmp_path, capsys):
@@ -119,8 +145,8 @@ def test_run_and_audit_write_reliance_and_attribution_rows(tmp_path, capsys):
 
     ckpt = out / "erm" / "seed_0" / "checkpoint.pt"
     args = ["audit", ckpt, "--data", cfg, "--out", tmp_path / "audit"]
-    code, _, err = run_cli([*args, "--counterfactual", "generated"], capsys)
-    assert code == 2 and "Latent Drifting" in err and "Traceback" not in err
+    code, _, err = run_cli([*args, "--cf-limit", "0"], capsys)
+    assert code == 2 and "--cf-limit must be 1 or more" in err and "Traceback" not in err
     code, out_text, err = run_cli(args, capsys)
     assert code == 0, err
     a = read_results(tmp_path / "audit" / "results.csv")

@@ -61,6 +61,31 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _config_args(ctx: typer.Context, args: list[str] | None, preset: str | None):
+    """``[CONFIG.yaml] key=value ...`` of ``run`` and ``sweep``: the config path and the
+    overrides; one sentence for a second path or for neither a config nor a preset."""
+    config_path, overrides = None, []
+    for item in list(args or []) + list(ctx.args):
+        if "=" in item:
+            overrides.append(item)
+        elif config_path is None:
+            config_path = item
+        else:
+            _fail(f"unexpected argument '{item}': give one config file, then key=value overrides")
+    if config_path is None and preset is None:
+        _fail("give a config file or --preset quick|full")
+    return config_path, overrides
+
+
+def _full_configs(config_path, overrides):
+    """The full preset: (dataset name, its config) for every embedded dataset."""
+    from shortcutlab.experiment.config import load_config
+    from shortcutlab.experiment.presets import FULL_DATASETS
+
+    for name, dataset_overrides in FULL_DATASETS.items():
+        yield name, load_config(config_path, "full", [*dataset_overrides, *overrides])
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
     ctx: typer.Context,
@@ -74,18 +99,7 @@ def run(
     """Train and evaluate every method and seed of a config; write results, summary and report."""
     from shortcutlab.experiment.config import load_config
 
-    items = list(args or []) + list(ctx.args)
-    config_path = None
-    overrides = []
-    for item in items:
-        if "=" in item:
-            overrides.append(item)
-        elif config_path is None:
-            config_path = item
-        else:
-            _fail(f"unexpected argument '{item}': give one config file, then key=value overrides")
-    if config_path is None and preset is None:
-        _fail("give a config file or --preset quick|full")
+    config_path, overrides = _config_args(ctx, args, preset)
     if preset == "full":
         return _run_full(config_path, overrides, out or Path("runs/full"), quiet)
     cfg = load_config(config_path, preset, overrides)
@@ -152,11 +166,7 @@ def _print_headline(out: Path) -> None:
 
 def _run_full(config_path, overrides, out: Path, quiet: bool) -> None:
     """The full preset: every embedded dataset with three seeds, one sub-folder each."""
-    from shortcutlab.experiment.config import load_config
-    from shortcutlab.experiment.presets import FULL_DATASETS
-
-    for name, dataset_overrides in FULL_DATASETS.items():
-        cfg = load_config(config_path, "full", [*dataset_overrides, *overrides])
+    for name, cfg in _full_configs(config_path, overrides):
         console.print(f"[bold]{name}[/]")
         _run_one(cfg, out / name, quiet)
 
@@ -308,7 +318,7 @@ def audit(
         "auto",
         "--counterfactual",
         help="exact | generated | none: flip rates when one factor changes (default: exact on "
-        "the embedded phantoms)",
+        "the embedded phantoms; generated: the Latent Drifting generator, any data)",
     ),
     attribution: str = typer.Option(
         None,
@@ -316,6 +326,10 @@ def audit(
         help="gradcam,ig: attribution maps scored against the phantom's factor masks "
         "(default: both on the embedded phantoms; none to skip)",
     ),
+    cf_limit: int = typer.Option(
+        None, "--cf-limit", help="counterfactual reliance on at most N rows per split"
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Per-group metrics, fairness gaps with bootstrap CIs, probe leakage, counterfactual
     reliance and attribution maps of a checkpoint."""
@@ -326,7 +340,8 @@ def audit(
     methods = None
     if attribution is not None:
         methods = tuple(m for m in attribution.split(",") if m and m != "none")
-    results = audit_checkpoint(checkpoint, cfg, out, counterfactual, methods)
+    with _progress(quiet) as update:
+        results = audit_checkpoint(checkpoint, cfg, out, counterfactual, methods, cf_limit, update)
     _print_audit(results)
     console.print(f"results: {out / 'results.csv'}\nreport:  {out / 'report.html'}")
 
@@ -395,17 +410,7 @@ def sweep(
     from shortcutlab.experiment.sweep import EXECUTORS
     from shortcutlab.report.compare import build_comparison
 
-    items = list(args or []) + list(ctx.args)
-    config_path, overrides = None, []
-    for item in items:
-        if "=" in item:
-            overrides.append(item)
-        elif config_path is None:
-            config_path = item
-        else:
-            _fail(f"unexpected argument '{item}': give one config file, then key=value overrides")
-    if config_path is None and preset is None:
-        _fail("give a config file or --preset quick|full")
+    config_path, overrides = _config_args(ctx, args, preset)
     if executor not in EXECUTORS:
         _fail(f"--executor must be local or ray, not '{executor}'")
     if trials is not None and trials < 1:
@@ -417,11 +422,8 @@ def sweep(
 
         mlflow_module()  # a missing extra fails now, not after the sweep
     if preset == "full":  # every embedded dataset, one sweep folder each, then one comparison
-        from shortcutlab.experiment.presets import FULL_DATASETS
-
         folders = []
-        for name, dataset_overrides in FULL_DATASETS.items():
-            cfg = load_config(config_path, "full", [*dataset_overrides, *overrides])
+        for name, cfg in _full_configs(config_path, overrides):
             console.print(f"[bold]{name}[/]")
             folders.append(out / name)
             options = (executor, address, trials, oracle, track, track_uri, quiet)

@@ -4,7 +4,8 @@
 For a factor ``f`` (an attribute, or ``y`` itself) every evaluated image ``x`` is paired with
 ``x'``, the same image with only ``f`` changed: the phantom's exact counterfactual
 (``data/counterfactual.true_counterfactual``, mode ``exact``) or a generated one (mode
-``generated``). With ``p`` the probability of class 1 (for more classes: of the class predicted on
+``generated``: the Latent Drifting generator fitted on the training split, for any data;
+``experiment/reliance.py``). With ``p`` the probability of class 1 (for more classes: of the class predicted on
 ``x``):
 
 - ``cf_flip_rate``: share of images whose predicted class changes, ``argmax p(x) != argmax p(x')``;
@@ -39,6 +40,7 @@ __all__ = [
     "Reliance",
     "check_mode",
     "counterfactual_images",
+    "generated_factors",
     "reliance_of_factor",
     "reliance_rows",
 ]
@@ -53,6 +55,7 @@ class Reliance:
     rows: list[dict]
     delta: np.ndarray  # p(x') - p(x), per image
     flipped: np.ndarray  # bool, per image
+    cf: np.ndarray | None = None  # the counterfactual images (uint8), for the grid
 
 
 def check_mode(mode: str | None, table: ImageTable) -> str | None:
@@ -65,20 +68,31 @@ def check_mode(mode: str | None, table: ImageTable) -> str | None:
     if mode not in COUNTERFACTUAL_MODES:
         raise ShortcutlabError(f"--counterfactual must be exact, generated or none, not '{mode}'")
     if mode == "generated":
-        raise ShortcutlabError(
-            "--counterfactual generated needs the Latent Drifting counterfactual generator, "
-            "which this version does not have yet; use --counterfactual exact on the embedded "
-            "phantoms"
-        )
+        if not generated_factors(table):
+            raise ShortcutlabError(
+                "--counterfactual generated flips y or a two-valued attribute; the data has neither"
+            )
+        return mode
     if not has_exact_counterfactuals(table):
         true_counterfactual(table.select(np.arange(0)), "y")  # raises the data layer's sentence
     return mode
 
 
+def generated_factors(table: ImageTable) -> list[str]:
+    """The factors a generator can flip for reliance: ``y`` when it has two classes and every
+    two-valued attribute (a counterfactual of a many-valued field needs a target value)."""
+    out = ["y"] if table.num_classes == 2 else []
+    for factor in table.attributes:
+        if set(np.unique(table.meta[factor].to_numpy()).tolist()) <= {0, 1}:
+            out.append(factor)
+    return out
+
+
 def counterfactual_images(table: ImageTable, factor: str, mode: str = "exact") -> np.ndarray:
-    """uint8 (N, C, H, W): every row of ``table`` with ``factor`` flipped."""
+    """uint8 (N, C, H, W): every row of ``table`` with ``factor`` flipped (the phantom's exact
+    counterfactual; generated ones come from ``experiment/reliance.generated_counterfactuals``)."""
     if mode != "exact":
-        check_mode(mode, table)
+        raise ShortcutlabError(f"counterfactual_images renders exact counterfactuals, not {mode}")
     return true_counterfactual(table, factor)
 
 
@@ -142,18 +156,22 @@ def reliance_rows(
     mode: str = "exact",
     n_boot: int = 200,
     seed: int = 0,
+    make_counterfactuals: Callable[[ImageTable, str], np.ndarray] | None = None,
 ) -> list[Reliance]:
     """Reliance of every factor in ``factors`` on the rows of ``table`` (one split), whose
-    predicted probabilities are ``p_orig``. ``grouper`` (the data's) names the joint groups."""
+    predicted probabilities are ``p_orig``. ``grouper`` (the data's) names the joint groups.
+    ``make_counterfactuals(table, factor)`` gives the images with ``factor`` flipped (default:
+    the phantom's exact ones)."""
+    make = make_counterfactuals or (lambda t, f: counterfactual_images(t, f, mode))
     gid, names = None, ()
     if grouper is not None and len(table):
         gid, names = grouper.ids_of_meta(table.meta), grouper.names()
     out = []
     for factor in factors:
-        cf = counterfactual_images(table, factor, mode)
+        cf = np.asarray(make(table, factor))
         p_cf = predict(cf)
         source = table.meta[factor].to_numpy(dtype=np.int64)
-        out.append(
-            reliance_of_factor(split, factor, p_orig, p_cf, source, gid, names, n_boot, seed)
-        )
+        result = reliance_of_factor(split, factor, p_orig, p_cf, source, gid, names, n_boot, seed)
+        result.cf = cf
+        out.append(result)
     return out

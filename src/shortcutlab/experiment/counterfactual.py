@@ -7,9 +7,10 @@ its scores (docs/methods.md section 7, docs/generative.md "Latent Drifting").
 2. The source images are the rows the generator never saw: the ``inv`` split (else ``val``),
    ``--limit`` of them. Each is inverted under its own condition and regenerated with the field
    flipped, at the chosen delta and at delta = 0.
-3. The instruments are trained on real images the generator never saw: the uncorrelated ``bal``
-   split (else ``val``): one ``FactorNet`` (a head per factor) reads the factors
-   (effectiveness, preservation) and gives the FID/KID features.
+3. The instruments are trained on real images the generator never saw: on the embedded phantoms a
+   fresh render with every factor independent (``instrument_table``), on other data the
+   uncorrelated ``bal`` split (else ``val``): one ``FactorNet`` (a head per factor) reads the
+   factors (effectiveness, preservation) and gives the FID/KID features.
 4. ``DIR`` receives ``images/``, ``metadata.csv`` (the toolkit's CSV layout with provenance),
    ``grid.png``, ``delta_curve.png`` and ``metrics.json``. Everything is written into a sibling
    temporary folder that is renamed at the end, so ``DIR`` never holds a half-finished set.
@@ -64,7 +65,7 @@ def counterfactual_dataset(
     from shortcutlab.experiment.hparams import method_hparams
     from shortcutlab.experiment.runner import load_dataset, task_info
     from shortcutlab.generative.counterfactuals import flipped_values
-    from shortcutlab.methods.counterfactual_aug import drift_generator, drift_params, parse_delta
+    from shortcutlab.methods.counterfactual_aug import drift_params, generator_for, parse_delta
 
     check_request(cfg, flip, to, delta)
     out = Path(out)
@@ -84,24 +85,12 @@ def counterfactual_dataset(
     cache = Path(hp["cache"] or cache_dir() / "generated")
     tmp = out.parent / f".{out.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
-    model, state = drift_generator(
-        train["x"],
-        train["y"],
-        train["z"],
-        info.attributes,
-        info.num_classes,
-        info.attribute_cardinalities,
-        params,
-        seed,
-        cache,
-        None if model_dir is None else Path(model_dir),
-        progress,
-    )
+    model, state = generator_for(train, info, params, seed, cache, model_dir, progress)
     given = parse_delta(delta)
     chosen = float(state["delta"]) if given is None else given
     splits = set(table.splits)
     source_split = "inv" if "inv" in splits else "val"
-    instrument_split = "bal" if "bal" in splits else "val"
+    instruments, instrument_split = instrument_table(table, seed)
     src_table = table.split(source_split)
     rows = np.sort(np.random.default_rng(seed).permutation(len(src_table))[: max(1, int(limit))])
     src_table = src_table.select(rows)
@@ -109,7 +98,7 @@ def counterfactual_dataset(
     metrics, images, new_values, extra = score_counterfactuals(
         model,
         src_table,
-        table.split(instrument_split),
+        instruments,
         table.split("val"),
         info,
         flip,
@@ -128,6 +117,7 @@ def counterfactual_dataset(
             "flip": flip,
             "source_split": source_split,
             "instrument_split": instrument_split,
+            "instrument_rows": len(instruments),
             "n_counterfactuals": len(images),
             "fit_seconds": state.get("fit_seconds"),
             "search_seconds": state.get("search_seconds"),
@@ -141,6 +131,38 @@ def counterfactual_dataset(
         out.rmdir()  # empty (checked above)
     tmp.rename(out)
     return metrics
+
+
+#: rows of the fresh, uncorrelated phantom render the instruments train on (embedded data)
+INSTRUMENT_ROWS = 2000
+#: offset of that render's seed from the data's, so none of its images is in the data
+INSTRUMENT_SEED_OFFSET = 104729
+
+
+def instrument_table(table, seed: int):
+    """The real images the instruments (effectiveness, preservation, FID features) train on, and
+    what they are. Embedded phantoms: a fresh render of ``INSTRUMENT_ROWS`` rows with every factor
+    independent of the others (``correlation`` 0.5) and a seed apart from the data's, so neither
+    the generator nor the evaluated sources contain them and no factor can stand in for another.
+    Other data: the uncorrelated ``bal`` split, else ``val``."""
+    from shortcutlab.data.counterfactual import has_exact_counterfactuals
+    from shortcutlab.data.sources import make_synthetic
+
+    if has_exact_counterfactuals(table):
+        r = table.render
+        fresh = make_synthetic(
+            r.name,
+            size=INSTRUMENT_ROWS,
+            attributes=list(table.attributes),
+            correlation=0.5,
+            seed=r.seed + INSTRUMENT_SEED_OFFSET + int(seed),
+            image_size=r.image_size,
+            strengths=dict(r.strengths),
+            use_cache=False,
+        )
+        return fresh, f"fresh uncorrelated render ({INSTRUMENT_ROWS} rows)"
+    split = "bal" if "bal" in set(table.splits) else "val"
+    return table.split(split), split
 
 
 def score_counterfactuals(

@@ -228,18 +228,27 @@ def audit_checkpoint(
     out: str | Path,
     counterfactual: str | None = "auto",
     attribution: Sequence[str] | None = None,
+    cf_limit: int | None = None,
+    progress=None,
+    generated=None,
 ) -> pd.DataFrame:
     """Per-group metrics and fairness gaps on every split (the runner's evaluation, with its
     linear probes of every attribute: ``probe_accuracy[f]``, fit on val, ``evaluation/probes.py``)
     and bootstrap CIs of the gaps; writes results.csv, config.yaml and the report.
 
     ``counterfactual``: auto (exact on the embedded phantoms, none elsewhere) | exact |
-    generated | none: the counterfactual reliance rows (``evaluation/reliance.py``).
-    ``attribution``: captum methods (``gradcam``, ``ig``) whose maps are scored against the
-    phantom's factor masks (``evaluation/attribution.py``); None: both on the embedded
-    phantoms, none elsewhere."""
+    generated | none: the counterfactual reliance rows (``evaluation/reliance.py``; generated:
+    the Latent Drifting generator of the checkpoint's seed, fitted on the training split or
+    reused from the cache, ``experiment/reliance.generated_counterfactuals``), on at most
+    ``cf_limit`` rows per split. ``progress(label, done, total)``: the generator's fit and the
+    counterfactuals; ``generated``: a maker from ``generated_counterfactuals`` to reuse (several
+    checkpoints of one seed share its counterfactuals). ``attribution``: captum methods
+    (``gradcam``, ``ig``) whose maps are scored against the phantom's factor masks
+    (``evaluation/attribution.py``); None: both on the embedded phantoms, none elsewhere."""
     with torch_threads(cfg.train.num_threads):
-        return _audit(checkpoint, cfg, Path(out), counterfactual, attribution)
+        return _audit(
+            checkpoint, cfg, Path(out), counterfactual, attribution, cf_limit, progress, generated
+        )
 
 
 def _audit(
@@ -248,6 +257,9 @@ def _audit(
     out: Path,
     counterfactual: str | None = "auto",
     attribution: Sequence[str] | None = None,
+    cf_limit: int | None = None,
+    progress=None,
+    generated=None,
 ) -> pd.DataFrame:
     from shortcutlab.data.counterfactual import has_exact_counterfactuals
     from shortcutlab.data.splits import split_report
@@ -256,13 +268,19 @@ def _audit(
     from shortcutlab.report.build import build_report
 
     table, ckpt, method, seed, name = _open_checkpoint(checkpoint, cfg, out)
-    check_mode(counterfactual, table)
+    mode = check_mode(counterfactual, table)
+    if cf_limit is not None and cf_limit < 1:
+        raise ShortcutlabError(f"--cf-limit must be 1 or more, not {cf_limit}")
+    if mode == "generated" and generated is None:
+        from shortcutlab.experiment.reliance import generated_counterfactuals
+
+        generated = generated_counterfactuals(cfg, table, seed, progress)
     if attribution is None:
         attribution = ("gradcam", "ig") if has_exact_counterfactuals(table) else ()
     check_attribution(attribution, table)
     ctx = posthoc_context(table, method, cfg, RunLayout.single(out, name, seed))
     method.to(ctx.device)
-    rows = evaluate_method(method, table, ctx, cfg, counterfactual)
+    rows = evaluate_method(method, table, ctx, cfg, counterfactual, generated, cf_limit)
     if attribution:
         rows += attribution_rows(
             method.model, table, attribution, ctx.device, seed, ctx.layout.figure

@@ -645,12 +645,15 @@ def evaluate_method(
     ctx: Context,
     cfg: ExperimentConfig,
     counterfactual: str | None = "auto",
+    generated=None,
+    cf_limit: int | None = None,
 ) -> list[dict]:
     """Metric rows on every split the data has (inv/bal/test are looked at only here), with the
     counterfactual reliance of ``y`` and each attribute on every split but train where the data
     renders exact counterfactuals (``experiment/reliance.py``; ``counterfactual``: auto | exact |
-    none)."""
-    from shortcutlab.experiment.reliance import grid_reliance, split_reliance
+    generated | none; ``generated``: the maker of mode generated; ``cf_limit``: rows per
+    split)."""
+    from shortcutlab.experiment.reliance import grid_reliance, split_reliance, subset_rows
 
     rows: list[dict] = []
     reliance = {}
@@ -679,9 +682,21 @@ def evaluate_method(
         if split != "train":  # reliance is measured on held-out images only
             split_table = table.split(split)
             found = split_reliance(
-                method, ctx, split, split_table, part, probs, cfg.bootstrap, counterfactual
+                method,
+                ctx,
+                split,
+                split_table,
+                part,
+                probs,
+                cfg.bootstrap,
+                counterfactual,
+                generated,
+                cf_limit,
             )
             rows += [r for f in found for r in f.rows]
+            keep = subset_rows(len(split_table), cf_limit, ctx.seed)  # the rows it scored
+            if keep is not None:
+                split_table, probs = split_table.select(keep), probs[keep]
             reliance[split] = (split_table, found, probs)
     rows += probe_rows(features, labels, info.attributes, fit_split="val", seed=ctx.seed)
     if hasattr(method, "dependence_rows"):  # split methods: mi_fresh_critic (docs/methods.md)

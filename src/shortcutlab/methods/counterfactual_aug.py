@@ -162,6 +162,24 @@ def flip_list(hp: dict[str, Any], attributes: list[str]) -> list[str]:
     return names
 
 
+def generator_for(train, info, params, seed, cache, model_dir=None, progress=None):
+    """``drift_generator`` of a split's tensors (``x``, ``y``, ``z``) and the run's ``TaskInfo``:
+    the one call the command, the method and the benchmarks share."""
+    return drift_generator(
+        train["x"],
+        train["y"],
+        train["z"],
+        info.attributes,
+        info.num_classes,
+        info.attribute_cardinalities,
+        params,
+        seed,
+        Path(cache),
+        None if model_dir is None else Path(model_dir),
+        progress,
+    )
+
+
 @register
 class CounterfactualAug(ERM):
     name = "counterfactual-aug"
@@ -179,17 +197,7 @@ class CounterfactualAug(ERM):
         delta_hp = parse_delta(hp["delta"])
         params = drift_params(hp)
         cache = Path(hp["cache"] or cache_dir() / "generated")
-        model, state = drift_generator(
-            train["x"],
-            train["y"],
-            train["z"],
-            info.attributes,
-            info.num_classes,
-            info.attribute_cardinalities,
-            params,
-            context.seed,
-            cache,
-        )
+        model, state = generator_for(train, info, params, context.seed, cache)
         delta = state["delta"] if delta_hp is None else delta_hp
         cond = {"y": train["y"], **{a: train["z"][:, j] for j, a in enumerate(info.attributes)}}
         xs, ys, zs = [], [], []
