@@ -45,6 +45,7 @@ class FakeContext:
         self.batch_size, self.seed, self.device = batch_size, seed, torch.device("cpu")
         self.layout = layout or RunLayout.single(Path(tempfile.mkdtemp()), "fake", seed)
         self.samples_seen = 0
+        self.progress = None  # no display for long steps outside fit
         self.fit_calls: list[tuple[object, int]] = []
 
     def autocast(self):

@@ -270,7 +270,13 @@ def test_counterfactual_aug_fits_on_train_only_and_adds_flipped_rows(tmp_path, m
         return real(x, y, z, *args, **kw)
 
     monkeypatch.setattr(cfa, "drift_generator", spy)
-    run_experiment(load_config(str(path)), tmp_path / "run")
+    stages = set()
+    run_experiment(
+        load_config(str(path)), tmp_path / "run", progress=lambda label, d, n: stages.add(label)
+    )
+    # the generator's fit and the counterfactuals show on the run's progress display
+    assert any(s.startswith("counterfactual-aug") and "diffusion" in s for s in stages), stages
+    assert any("counterfactuals (site flipped)" in s for s in stages), stages
     table = load_dataset(load_config(str(path)).dataset)
     train = table.split("train").images
     assert torch.equal(seen["x"], torch.from_numpy(train))  # never val/inv/bal

@@ -67,6 +67,9 @@ class Context:
     channels_last: bool = False
     # called after every training step of ``fit`` (the runner's progress bar)
     on_step: Callable[[], None] | None = field(default=None, repr=False)
+    # ``progress(stage, done, total)`` for a method's long steps outside ``fit`` (fitting a
+    # generator, generating images): the runner shows one bar per stage; None: no display
+    progress: Callable[[str, int, int], None] | None = field(default=None, repr=False)
     train_seconds: float = 0.0
 
     @property

@@ -518,7 +518,12 @@ def _fit_with_selection(
         for entry in kept:
             log.write(json.dumps(entry) + "\n")
         method.on_train_start(ctx)
-        ctx.train = method.training_data(ctx)
+        if progress:
+            ctx.progress = lambda stage, d, n: progress(f"{label}: {stage}", d, n)
+        try:
+            ctx.train = method.training_data(ctx)
+        finally:
+            ctx.progress = None
         steps = max(1, len(ctx.train["y"]) // cfg.train.batch_size)  # rows may have changed
         total = cfg.train.epochs * (steps + 1)
         done = [0]

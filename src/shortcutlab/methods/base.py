@@ -191,7 +191,9 @@ class RunContext(Protocol):
       domain-adaptation methods may use its images, not its labels (only the oracle does).
     - ``device``, ``seed``, ``batch_size``, ``info``; ``layout``: the run's files and figure
       paths (``store/layout.py``); ``samples_seen``: images passed through a training step so
-      far (a method that trains outside ``fit`` adds its own).
+      far (a method that trains outside ``fit`` adds its own); ``progress(stage, done, total)``:
+      a progress display for a method's long steps outside ``fit`` (fitting a generator,
+      generating images), or None.
     - ``batches(tensors, shuffle, weights, batch_size, generator)`` yields device batches in the
       ``update`` format (``x`` as float in [0, 1]); ``weights`` (N,) draws N rows with
       replacement.
@@ -212,6 +214,7 @@ class RunContext(Protocol):
     info: TaskInfo
     layout: RunLayout
     samples_seen: int
+    progress: Callable[[str, int, int], None] | None
 
     def autocast(self) -> AbstractContextManager: ...
 

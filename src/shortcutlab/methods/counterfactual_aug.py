@@ -197,7 +197,8 @@ class CounterfactualAug(ERM):
         delta_hp = parse_delta(hp["delta"])
         params = drift_params(hp)
         cache = Path(hp["cache"] or cache_dir() / "generated")
-        model, state = generator_for(train, info, params, context.seed, cache)
+        progress = getattr(context, "progress", None)
+        model, state = generator_for(train, info, params, context.seed, cache, None, progress)
         delta = state["delta"] if delta_hp is None else delta_hp
         cond = {"y": train["y"], **{a: train["z"][:, j] for j, a in enumerate(info.attributes)}}
         xs, ys, zs = [], [], []
@@ -217,6 +218,8 @@ class CounterfactualAug(ERM):
                     params.guidance,
                     delta,
                     batch_size=params.batch_size,
+                    progress=progress,
+                    label=f"counterfactuals ({name} flipped)",
                 )
             )
             z = train["z"].clone()

@@ -182,6 +182,7 @@ class MaskMedPaint(ERM):
             self.generator,
             context.seed,
             cache,
+            progress=getattr(context, "progress", None),
             out_dir=set_dir,
             model_dir=model_dir,
             domain_values=domain,
