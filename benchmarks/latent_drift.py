@@ -21,6 +21,8 @@ import os
 import time
 from pathlib import Path
 
+from _progress import printer
+
 KEYS = (
     "delta",
     "fid",
@@ -49,19 +51,6 @@ def _append(path: Path, row: dict) -> None:
     rows = json.loads(path.read_text()) if path.is_file() else []
     rows.append(row)
     path.write_text(json.dumps(rows, indent=1, default=float))
-
-
-def _printer():
-    """Progress lines (stage, done/total) at about every tenth of a stage, with the time."""
-    last: dict[str, int] = {}
-
-    def update(stage: str, done: int, total: int) -> None:
-        step = max(1, total // 10)
-        if done == total or done // step != last.get(stage, -1):
-            last[stage] = done // step
-            print(f"{time.strftime('%H:%M:%S')} {stage}: {done}/{total}", flush=True)
-
-    return update
 
 
 def main() -> None:
@@ -98,7 +87,7 @@ def main() -> None:
                 if not (out / "metrics.json").is_file():
                     start = time.perf_counter()
                     counterfactual_dataset(
-                        cfg, flip, out, limit=args.limit, seed=seed, progress=_printer()
+                        cfg, flip, out, limit=args.limit, seed=seed, progress=printer()
                     )
                     print(f"{out}: {time.perf_counter() - start:.0f} s", flush=True)
                 m = json.loads((out / "metrics.json").read_text())
@@ -107,7 +96,7 @@ def main() -> None:
             if args.aug:
                 out = args.out / f"{name}-run-seed{seed}"
                 start = time.perf_counter()
-                run_experiment(cfg, out, progress=_printer())
+                run_experiment(cfg, out, progress=printer())
                 table = read_results(out / "results.csv")
                 acc = table[(table["target"] == "y") & (table["metric"] == "accuracy")]
                 for method, part in acc.groupby("method"):
@@ -138,7 +127,7 @@ def main() -> None:
                 cfg_plain = load_config(path, None, over)
                 if not (out / "metrics.json").is_file():
                     counterfactual_dataset(
-                        cfg_plain, flip, out, limit=args.limit, seed=seed, progress=_printer()
+                        cfg_plain, flip, out, limit=args.limit, seed=seed, progress=printer()
                     )
                 m = json.loads((out / "metrics.json").read_text())
                 row = {"config": name, "seed": seed, "flip": flip, "kind": "plain-target"}

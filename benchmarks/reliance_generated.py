@@ -25,18 +25,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-
-
-def _printer():
-    last: dict[str, int] = {}
-
-    def update(stage: str, done: int, total: int) -> None:
-        step = max(1, total // 4)
-        if done == total or done // step != last.get(stage, -1):
-            last[stage] = done // step
-            print(f"{time.strftime('%H:%M:%S')} {stage}: {done}/{total}", flush=True)
-
-    return update
+from _progress import printer
 
 
 def main() -> None:
@@ -74,7 +63,7 @@ def main() -> None:
                     maker = None
                     if mode == "generated":
                         if seed not in makers:
-                            makers[seed] = generated_counterfactuals(cfg, table, seed, _printer())
+                            makers[seed] = generated_counterfactuals(cfg, table, seed, printer(4))
                         maker = makers[seed]
                     start = time.perf_counter()
                     audit_checkpoint(ckpt, cfg, out, mode, (), args.limit, None, maker)
@@ -82,8 +71,10 @@ def main() -> None:
                     print(f"{out}: {took:.0f} s", flush=True)
                 r = read_results(out / "results.csv")
                 found[mode] = r[r["metric"] == "cf_flip_rate"].set_index(["split", "target"])
-            both = found["exact"][["value"]].join(
-                found["generated"][["value"]], lsuffix="_exact", rsuffix="_generated", how="inner"
+            both = (
+                found["exact"][["value"]]
+                .rename(columns={"value": "value_exact"})
+                .join(found["generated"][["value"]].rename(columns={"value": "value_generated"}))
             )
             for (split, factor), v in both.iterrows():
                 rows.append(

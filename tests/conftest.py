@@ -189,18 +189,24 @@ def write_tiny_sd(root: Path, channels: int = 3, scheduler: bool = False) -> Pat
     return root
 
 
-@pytest.fixture(scope="session")
-def small_derm():
-    """A 120-image, 32-pixel synth-derm table with the ruler shortcut at P = 0.9 (rendered
-    once per session; the reliance and attribution tests read it)."""
+def small_phantom(name: str, attributes: list[str], size: int = 120, seed: int = 3):
+    """A small 32-pixel embedded phantom with its shortcut at P = 0.9, rendered without the
+    cache."""
     from shortcutlab.data.sources import make_synthetic
 
     return make_synthetic(
-        "synth-derm",
-        size=120,
-        attributes=["ruler"],
+        name,
+        size=size,
+        attributes=attributes,
         correlation=0.9,
-        seed=3,
+        seed=seed,
         image_size=32,
         use_cache=False,
     )
+
+
+@pytest.fixture(scope="session")
+def small_derm():
+    """A 120-image synth-derm table with the ruler shortcut (rendered once per session; the
+    reliance and attribution tests read it)."""
+    return small_phantom("synth-derm", ["ruler"])

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import small_phantom
 
 from shortcutlab.data.counterfactual import (
     exact_factors,
@@ -15,15 +16,7 @@ from shortcutlab.errors import ShortcutlabError
 
 @pytest.fixture(scope="module")
 def cxr():
-    return make_synthetic(
-        "synth-cxr",
-        size=200,
-        attributes=["site"],
-        correlation=0.9,
-        seed=4,
-        image_size=32,
-        use_cache=False,
-    )
+    return small_phantom("synth-cxr", ["site"], size=200, seed=4)
 
 
 @pytest.mark.parametrize("name", ["synth-cxr", "synth-derm", "synth-mri"])
