@@ -228,6 +228,18 @@ def test_counterfactual_command_writes_a_dataset_and_refuses_bad_input(tmp_path,
         assert code == 2 and match in err, err
         assert not (target / "metadata.csv").exists() and not (target / "metrics.json").exists()
 
+    # the instrument network is saved and can score another set in the same feature space
+    assert (out / "instruments.pt").is_file()
+    again = tmp_path / "cf-again"
+    extra = ["--limit", "6", "--instruments", out / "instruments.pt"]
+    code, _, err = run_cli(
+        ["counterfactual", cfg, "--flip", "site", "--out", again, "-q", *extra], capsys
+    )
+    assert code == 0, err
+    metrics2 = json.loads((again / "metrics.json").read_text())
+    assert metrics2["instrument_split"].startswith("loaded from")
+    assert metrics2["fid"] == pytest.approx(metrics["fid"])  # same sets, same features
+    refused(["--flip", "y", "--instruments", tmp_path / "none.pt"], "do not exist", tmp_path / "e")
     refused(["--flip", "age"], "no field 'age'", tmp_path / "a")
     refused(["--flip", "y", "--delta", "1.5"], "delta must be in [-1, 1]", tmp_path / "b")
     refused(["--flip", "y", "--delta", "abc"], "delta must be", tmp_path / "c")

@@ -561,6 +561,11 @@ def counterfactual(
     edit_mask: bool = typer.Option(
         False, "--edit-mask", help="keep the source's pixels outside the data's ROI masks"
     ),
+    instruments: Path = typer.Option(
+        None,
+        "--instruments",
+        help="instruments.pt of an earlier call: score with it (one FID feature space)",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Latent Drifting counterfactuals: each image with one field flipped, and their scores."""
@@ -572,7 +577,9 @@ def counterfactual(
     cfg = load_config(str(config))
     check_request(cfg, flip, to, delta)
     with _progress(quiet) as update:
-        metrics = counterfactual_dataset(cfg, flip, out, to, delta, limit, model, edit_mask, update)
+        metrics = counterfactual_dataset(
+            cfg, flip, out, to, delta, limit, model, edit_mask, update, instruments=instruments
+        )
     keys = ("delta", "fid", "fid_delta0", "effectiveness", "preservation", "true_cf_l1")
     summary = ", ".join(
         f"{k} {metrics[k]:.3g}" for k in keys if isinstance(metrics.get(k), (int, float))

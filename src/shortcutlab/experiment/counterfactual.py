@@ -12,7 +12,8 @@ its scores (docs/methods.md section 7, docs/generative.md "Latent Drifting").
    uncorrelated ``bal`` split (else ``val``): one ``FactorNet`` (a head per factor) reads the
    factors (effectiveness, preservation) and gives the FID/KID features.
 4. ``DIR`` receives ``images/``, ``metadata.csv`` (the toolkit's CSV layout with provenance),
-   ``grid.png``, ``delta_curve.png`` and ``metrics.json``. Everything is written into a sibling
+   ``grid.png``, ``delta_curve.png``, ``metrics.json`` and ``instruments.pt`` (the instrument
+   network, reusable with ``--instruments`` so that several sets share one FID feature space). Everything is written into a sibling
    temporary folder that is renamed at the end, so ``DIR`` never holds a half-finished set.
 """
 
@@ -57,9 +58,12 @@ def counterfactual_dataset(
     edit_mask: bool = False,
     progress: Progress | None = None,
     seed: int | None = None,
+    instruments: str | Path | None = None,
 ) -> dict:
     """Fit or reuse the generator, write the counterfactual set into ``out``; return the
-    metrics (also in ``out/metrics.json``)."""
+    metrics (also in ``out/metrics.json``). ``instruments``: a saved instrument network
+    (``out/instruments.pt`` of an earlier call) to score with instead of training one, so that
+    FIDs of several calls share one feature space."""
     from shortcutlab.data.sources import cache_dir
     from shortcutlab.experiment.context import tensors_of
     from shortcutlab.experiment.hparams import method_hparams
@@ -81,6 +85,15 @@ def counterfactual_dataset(
     new_of(np.zeros(1, np.int64))  # a field with more than two values needs --to
     if edit_mask and table.masks is None:
         raise ShortcutlabError("--edit-mask needs ROI masks; the data has none")
+    net = None
+    if instruments is not None:  # checked before the generator's fit
+        from shortcutlab.evaluation.generation_metrics import FactorNet
+
+        net = FactorNet.load(instruments)
+        if net.heads_spec != cards or net.in_channels != table.images.shape[1]:
+            raise ShortcutlabError(
+                f"the instruments in {instruments} read {net.heads_spec}; this data has {cards}"
+            )
     train = tensors_of(table.split("train"))
     cache = Path(hp["cache"] or cache_dir() / "generated")
     tmp = out.parent / f".{out.name}.partial"
@@ -90,7 +103,10 @@ def counterfactual_dataset(
     chosen = float(state["delta"]) if given is None else given
     splits = set(table.splits)
     source_split = "inv" if "inv" in splits else "val"
-    instruments, instrument_split = instrument_table(table, seed)
+    if net is None:
+        instrument_rows, instrument_split = instrument_table(table, seed)
+    else:
+        instrument_rows, instrument_split = None, f"loaded from {instruments}"
     src_table = table.split(source_split)
     rows = np.sort(np.random.default_rng(seed).permutation(len(src_table))[: max(1, int(limit))])
     src_table = src_table.select(rows)
@@ -98,7 +114,7 @@ def counterfactual_dataset(
     metrics, images, new_values, extra = score_counterfactuals(
         model,
         src_table,
-        instruments,
+        instrument_rows if net is None else net,
         table.split("val"),
         info,
         flip,
@@ -117,7 +133,7 @@ def counterfactual_dataset(
             "flip": flip,
             "source_split": source_split,
             "instrument_split": instrument_split,
-            "instrument_rows": len(instruments),
+            "instrument_rows": None if instrument_rows is None else len(instrument_rows),
             "n_counterfactuals": len(images),
             "fit_seconds": state.get("fit_seconds"),
             "search_seconds": state.get("search_seconds"),
@@ -127,6 +143,7 @@ def counterfactual_dataset(
     )
     _write(tmp, src_table, table_rows, info, flip, new_values, images, chosen, params, seed)
     _write_extras(tmp, src_table, images, chosen, flip, metrics, extra)
+    extra["instruments"].save(tmp / "instruments.pt")
     if out.exists():
         out.rmdir()  # empty (checked above)
     tmp.rename(out)
@@ -179,7 +196,9 @@ def score_counterfactuals(
     edit_mask: bool = False,
     progress: Progress | None = None,
 ):
-    """Counterfactuals of ``sources`` (an ImageTable) and every score of metrics.json."""
+    """Counterfactuals of ``sources`` (an ImageTable) and every score of metrics.json.
+    ``instruments``: the real images (an ImageTable) the instrument network is trained on, or a
+    trained ``FactorNet``."""
     from shortcutlab.data.counterfactual import exact_factors, true_counterfactual
     from shortcutlab.evaluation import generation_metrics as gm
     from shortcutlab.generative.counterfactuals import counterfactuals
@@ -210,13 +229,16 @@ def score_counterfactuals(
     back_cond = {**cond, flip: torch.as_tensor(new)}
     back = counterfactuals(model, cf, back_cond, flip, old, delta=delta, label="reverse", **kw)
 
-    inst = cond_of(instruments)
-    net = gm.train_factor_net(
-        torch.from_numpy(instruments.images),
-        {f: inst[f].numpy() for f in fields},
-        {"y": info.num_classes, **dict(zip(info.attributes, info.attribute_cardinalities))},
-        seed=seed,
-    )
+    if isinstance(instruments, gm.FactorNet):
+        net = instruments
+    else:
+        inst = cond_of(instruments)
+        net = gm.train_factor_net(
+            torch.from_numpy(instruments.images),
+            {f: inst[f].numpy() for f in fields},
+            {"y": info.num_classes, **dict(zip(info.attributes, info.attribute_cardinalities))},
+            seed=seed,
+        )
     real = torch.from_numpy(realism.images)
     rcond = cond_of(realism)
     seeds = [seed * 7919 + i for i in range(len(real))]
@@ -250,7 +272,7 @@ def score_counterfactuals(
         "true_cf_l1": None,
         "source_l1": gm.l1(cf, x),
     }
-    extra = {"true": None}
+    extra = {"true": None, "instruments": net}
     if flip in exact_factors(sources):
         true = torch.from_numpy(true_counterfactual(sources, flip, new))
         m["true_cf_l1"] = gm.l1(cf, true)
