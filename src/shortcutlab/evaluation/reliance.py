@@ -5,8 +5,8 @@ For a factor ``f`` (an attribute, or ``y`` itself) every evaluated image ``x`` i
 ``x'``, the same image with only ``f`` changed: the phantom's exact counterfactual
 (``data/counterfactual.true_counterfactual``, mode ``exact``) or a generated one (mode
 ``generated``: the Latent Drifting generator fitted on the training split, for any data;
-``experiment/reliance.py``). With ``p`` the probability of class 1 (for more classes: of the class predicted on
-``x``):
+``experiment/reliance.py``). With ``p`` the probability of class 1 (for more classes: of the
+class predicted on ``x``):
 
 - ``cf_flip_rate``: share of images whose predicted class changes, ``argmax p(x) != argmax p(x')``;
 - ``cf_mean_abs_delta``: mean ``|p(x) - p(x')|``;

@@ -13,8 +13,9 @@ its scores (docs/methods.md section 7, docs/generative.md "Latent Drifting").
    factors (effectiveness, preservation) and gives the FID/KID features.
 4. ``DIR`` receives ``images/``, ``metadata.csv`` (the toolkit's CSV layout with provenance),
    ``grid.png``, ``delta_curve.png``, ``metrics.json`` and ``instruments.pt`` (the instrument
-   network, reusable with ``--instruments`` so that several sets share one FID feature space). Everything is written into a sibling
-   temporary folder that is renamed at the end, so ``DIR`` never holds a half-finished set.
+   network, reusable with ``--instruments`` so that several sets share one FID feature space).
+   Everything is written into a sibling temporary folder that is renamed at the end, so ``DIR``
+   never holds a half-finished set.
 """
 
 from __future__ import annotations
