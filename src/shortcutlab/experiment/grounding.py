@@ -43,7 +43,7 @@ def fit_grounding_model(table: ImageTable, steps: int, seed: int = 0, progress=N
     """A latent ``ConditionalDiffusion`` with one token per field, trained on the train split."""
     from shortcutlab.generative.model import ConditionalDiffusion
     from shortcutlab.generative.params import DiffusionParams
-    from shortcutlab.generative.training import train_autoencoder, train_diffusion
+    from shortcutlab.generative.training import stage_callback, train_autoencoder, train_diffusion
 
     params = DiffusionParams()
     train = table.split("train") if "train" in table.splits else table
@@ -53,16 +53,13 @@ def fit_grounding_model(table: ImageTable, steps: int, seed: int = 0, progress=N
         table.image_size, table.in_channels, condition_fields(table)
     )
 
-    def report(stage):
-        return None if progress is None else (lambda d, t, _loss: progress(stage, d, t))
-
     train_autoencoder(
         model,
         images,
         params.autoencoder_steps,
         params.batch_size,
         seed=seed,
-        callback=report("autoencoder"),
+        callback=stage_callback(progress, "autoencoder"),
     )
     cond = {
         f: torch.from_numpy(train.meta[f].to_numpy(dtype=np.int64))
@@ -77,7 +74,7 @@ def fit_grounding_model(table: ImageTable, steps: int, seed: int = 0, progress=N
         params.lr,
         params.cond_dropout,
         seed=seed + 1,
-        callback=report("diffusion"),
+        callback=stage_callback(progress, "diffusion"),
     )
     return model
 

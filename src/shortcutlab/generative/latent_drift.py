@@ -30,7 +30,7 @@ from shortcutlab.generative.conditioning import Condition
 from shortcutlab.generative.model import ConditionalDiffusion, Guidance
 from shortcutlab.generative.params import LatentDriftParams
 from shortcutlab.generative.sampling import _alpha, _eps, latent_known_mask, sample
-from shortcutlab.generative.training import train_autoencoder, train_diffusion
+from shortcutlab.generative.training import stage_callback, start_generator, train_diffusion
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -65,31 +65,7 @@ def fit_drift_generator(
     if len(images) == 0:
         raise ShortcutlabError("the generator needs training images; the training split is empty")
     check_delta(params.train_delta)
-    torch.manual_seed(seed)
-    if params.pretrained:
-        model = ConditionalDiffusion.from_pretrained(params.pretrained, fields, images.shape[-1])
-    else:
-        model = ConditionalDiffusion.create(
-            images.shape[-1],
-            images.shape[1],
-            fields,
-            latent=params.latent,
-            unet_channels=tuple(params.unet_channels),
-            vae_channels=tuple(params.vae_channels),
-        )
-
-    def report(stage: str):
-        return None if progress is None else (lambda d, t, _loss: progress(stage, d, t))
-
-    if model.vae is not None and not params.pretrained:
-        train_autoencoder(
-            model,
-            images,
-            params.autoencoder_steps,
-            params.batch_size,
-            seed=seed,
-            callback=report("autoencoder"),
-        )
+    model = start_generator(images, fields, params, seed, progress)
     train_diffusion(
         model,
         images,
@@ -100,7 +76,7 @@ def fit_drift_generator(
         cond_dropout=params.cond_dropout,
         bf16=params.bf16,
         seed=seed + 1,
-        callback=report(f"diffusion (train delta {params.train_delta:g})"),
+        callback=stage_callback(progress, f"diffusion (train delta {params.train_delta:g})"),
         delta=float(params.train_delta),
         drift_target=params.drift_target,
     )

@@ -30,7 +30,7 @@ from shortcutlab.errors import ShortcutlabError
 from shortcutlab.generative.model import ConditionalDiffusion, Guidance
 from shortcutlab.generative.params import DiffusionParams, GenerationParams
 from shortcutlab.generative.sampling import inpaint, sample
-from shortcutlab.generative.training import train_autoencoder, train_diffusion
+from shortcutlab.generative.training import stage_callback, start_generator, train_diffusion
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 MODES = ("maskmedpaint", "text2img", "img2img")
@@ -51,34 +51,8 @@ def fit_generator(
         raise ShortcutlabError(
             "MaskMedPaint needs both source images and unlabelled target images."
         )
-    torch.manual_seed(seed)
     fields = {"y": num_classes, "domain": 2}
-    if params.pretrained:
-        model = ConditionalDiffusion.from_pretrained(params.pretrained, fields, source.shape[-1])
-    else:
-        model = ConditionalDiffusion.create(
-            source.shape[-1],
-            source.shape[1],
-            fields,
-            latent=params.latent,
-            unet_channels=tuple(params.unet_channels),
-            vae_channels=tuple(params.vae_channels),
-        )
-
-    def report(stage: str):
-        return (
-            None if progress is None else (lambda done, total, _loss: progress(stage, done, total))
-        )
-
-    if model.vae is not None and not params.pretrained:
-        train_autoencoder(
-            model,
-            torch.cat([source, target]),
-            params.autoencoder_steps,
-            params.batch_size,
-            seed=seed,
-            callback=report("autoencoder"),
-        )
+    model = start_generator(torch.cat([source, target]), fields, params, seed, progress)
     common = dict(batch_size=params.batch_size, lr=params.lr, cond_dropout=params.cond_dropout)
     train_diffusion(
         model,
@@ -87,7 +61,7 @@ def fit_generator(
         params.stage1_steps,
         bf16=params.bf16,
         seed=seed + 1,
-        callback=report("stage 1 (source, labelled)"),
+        callback=stage_callback(progress, "stage 1 (source, labelled)"),
         **common,
     )
     train_diffusion(
@@ -97,7 +71,7 @@ def fit_generator(
         params.stage2_steps,
         bf16=params.bf16,
         seed=seed + 2,
-        callback=report("stage 2 (target, unlabelled)"),
+        callback=stage_callback(progress, "stage 2 (target, unlabelled)"),
         replay=(source, {"y": source_y, "domain": SOURCE}),
         replay_fraction=params.replay_fraction,
         **common,

@@ -19,6 +19,46 @@ from shortcutlab.generative.model import ConditionalDiffusion, autocast
 ProgressCallback = Callable[[int, int, float], None]  # (step, total, loss)
 
 
+def stage_callback(progress: Callable[[str, int, int], None] | None, stage: str):
+    """A training ``callback(done, total, loss)`` that reports ``progress(stage, done, total)``;
+    None without ``progress``."""
+    return None if progress is None else (lambda done, total, _loss: progress(stage, done, total))
+
+
+def start_generator(
+    images: torch.Tensor,
+    fields: dict[str, int],
+    params,
+    seed: int,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> ConditionalDiffusion:
+    """The model a generator fine-tunes: ``params.pretrained`` (a saved or Stable-Diffusion-format
+    directory, its autoencoder kept), else a new one (``params.latent``, ``unet_channels``,
+    ``vae_channels``) whose autoencoder is first trained on ``images`` for
+    ``params.autoencoder_steps`` steps. Shared by MaskMedPaint and Latent Drifting."""
+    torch.manual_seed(seed)
+    if params.pretrained:
+        return ConditionalDiffusion.from_pretrained(params.pretrained, fields, images.shape[-1])
+    model = ConditionalDiffusion.create(
+        images.shape[-1],
+        images.shape[1],
+        fields,
+        latent=params.latent,
+        unet_channels=tuple(params.unet_channels),
+        vae_channels=tuple(params.vae_channels),
+    )
+    if model.vae is not None:
+        train_autoencoder(
+            model,
+            images,
+            params.autoencoder_steps,
+            params.batch_size,
+            seed=seed,
+            callback=stage_callback(progress, "autoencoder"),
+        )
+    return model
+
+
 def train_autoencoder(
     model: ConditionalDiffusion,
     images: torch.Tensor,
