@@ -98,6 +98,44 @@ def main() -> None:
     print(within.to_string(float_format=lambda v: f"{v:.2f}"))
     summary = df.groupby(["factor", "split"])[["flip_exact", "flip_generated", "difference"]]
     print(summary.median().to_markdown(floatfmt=".3f"))
+    print("\nby direction of the edit, unweighted mean over the per-group rows:")
+    print(by_direction(args.out).to_markdown(floatfmt=".3f"))
+
+
+def by_direction(out: Path) -> pd.DataFrame:
+    """Mean exact and generated flip rate over the per-group rows (``cf_flip_rate[<group>]``) of
+    every audit under ``out``, split by the source value of each attribute (0: the edit adds
+    it, 1: it removes it)."""
+    import re
+
+    from shortcutlab.store.results import read_results
+
+    rows = []
+    for path in out.glob("*/*/seed_*/*/results.csv"):
+        r = read_results(path)
+        r = r[r["metric"].str.startswith("cf_flip_rate[") & (r["target"] != "y")]
+        for _, x in r.iterrows():
+            group = x["metric"][len("cf_flip_rate[") : -1]
+            found = re.search(rf"{re.escape(x['target'])}=(\d+)", group)
+            if found:
+                key = "/".join(path.parts[-5:-1])
+                rows.append(
+                    {
+                        "audit": key.rsplit("/", 1)[0],
+                        "mode": path.parent.name,
+                        "split": x["split"],
+                        "factor": x["target"],
+                        "group": group,
+                        "source_value": int(found.group(1)),
+                        "flip": x["value"],
+                    }
+                )
+    d = pd.DataFrame(rows)
+    wide = d.pivot_table(
+        index=["audit", "split", "factor", "group", "source_value"], columns="mode", values="flip"
+    ).reset_index()
+    wide["difference"] = wide["generated"] - wide["exact"]
+    return wide.groupby(["factor", "source_value"])[["exact", "generated", "difference"]].mean()
 
 
 if __name__ == "__main__":
