@@ -481,3 +481,58 @@ def test_generative_methods_never_read_the_labels_of_target_rows_in_train(
     rows, _ = _generated(tmp_path, "a", train, None, ["site"])
     rows_relabelled, _ = _generated(tmp_path, "b", relabelled, None, ["site"])
     _assert_same_rows(rows, rows_relabelled)
+
+
+def test_grounded_roi_replaces_missing_masks_and_is_kept_exactly(tmp_path):
+    """``roi="grounding"``: without data masks, the ROI is the grounding of the ``y`` token by
+    the fitted model itself, written with the set, and kept pixel-exact like a data mask."""
+    images, _, meta = toy_source()
+    diffusion, generation = tiny_params()
+    args = (images, meta, None, ["site"], "site", 1, "maskmedpaint", diffusion, generation)
+    with pytest.raises(ShortcutlabError, match="dataset.roi: grounding"):
+        mmp.build_generated_set(*args, tmp_path / "set", tmp_path / "model", 2, seed=0)
+    table = mmp.build_generated_set(
+        *args, tmp_path / "set", tmp_path / "model", 2, seed=0, roi="grounding"
+    )
+    assert (table.meta["roi"] == "grounding").all() and table.masks is not None
+    covered = table.masks.mean(axis=(1, 2))
+    assert (covered > 0).all() and (covered < 1).all()  # Otsu splits every map
+    rows = table.meta["source_row"].to_numpy().copy()
+    gen = torch.from_numpy(table.images)
+    for i, r in enumerate(rows):
+        roi = torch.from_numpy(table.masks[i]).expand_as(images[r])
+        assert torch.equal(gen[i][roi], images[r][roi])
+        assert not torch.equal(gen[i][~roi], images[r][~roi])
+    # the same masks as grounding the saved model directly
+    model = mmp.ConditionalDiffusion.load(tmp_path / "model")
+    again = mmp.grounding_roi(model, images[rows], torch.as_tensor(meta["y"].to_numpy()[rows]))
+    assert np.array_equal(again.numpy(), table.masks)
+
+
+def test_dataset_roi_grounding_runs_maskmedpaint_on_data_without_masks(tmp_path, capsys):
+    root = write_csv_dataset(tmp_path / "data", n=120)
+    meta = pd.read_csv(root / "metadata.csv").drop(columns="mask")
+    meta.to_csv(root / "metadata.csv", index=False)
+    tiny = {**TINY, "cache": str(tmp_path / "cache")}
+    dataset = {"name": "csv", "root": str(root), "attributes": ["site"], "image_size": 16}
+    common = dict(methods=["maskmedpaint"], hparams={"maskmedpaint": tiny})
+    cfg = write_config(tmp_path / "cfg.yaml", root, **common, train={"epochs": 1})
+    code, _, err = run_cli(["run", cfg, "--out", tmp_path / "no", "--quiet"], capsys)
+    assert code == 2 and "set dataset.roi: grounding" in err
+    cfg = write_config(
+        tmp_path / "g.yaml",
+        root,
+        **common,
+        train={"epochs": 1},
+        dataset={**dataset, "roi": "grounding"},
+    )
+    code, _, err = run_cli(["run", cfg, "--out", tmp_path / "out", "--quiet"], capsys)
+    assert code == 0, err
+    (made,) = (tmp_path / "cache").glob("maskmedpaint-*/metadata.csv")
+    table = mmp.load_generated(made.parent, ["site"])
+    assert (table.meta["roi"] == "grounding").all() and table.masks.any()
+    report = json.loads(
+        (tmp_path / "out" / "maskmedpaint" / "seed_0" / "generated.json").read_text()
+    )
+    assert report["n_generated"] == len(table)
+    assert (tmp_path / "out" / "figures" / "generated_maskmedpaint_seed0.png").is_file()

@@ -119,6 +119,9 @@ class DatasetConfig(_Strict):
     # csv / npz: a (label, attribute) group with fewer images than this in a split gets a
     # warning in the loader's notes (its accuracy is noise)
     min_group_size: int = Field(10, ge=1)
+    # where MaskMedPaint's ROI comes from: the data's masks, or the diffusion model's grounding
+    # of the `y` token for data without them (docs/methods.md section 8)
+    roi: Literal["data", "grounding"] = "data"
     # embedded datasets only: a source -> target domain shift (user data: a `target` split)
     target_domain: TargetDomainConfig | None = None
     # dataset adapters (chexpert, mimic-cxr, ...; docs/your-data.md); `label` names the finding

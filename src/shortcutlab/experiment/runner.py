@@ -178,6 +178,7 @@ def task_info(table: ImageTable, cfg: ExperimentConfig, steps_per_epoch: int) ->
         epochs=cfg.train.epochs,
         steps_per_epoch=steps_per_epoch,
         attribute_values={a: list(map(str, v)) for a, v in table.attribute_values.items()},
+        roi=cfg.dataset.roi,
     )
 
 

@@ -24,7 +24,7 @@ with the same window fraction. Layer and window choice are parameters, chosen on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,9 +134,11 @@ def ground(
     cond: Condition | None,
     token: str,
     params: GroundingParams | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Grounding:
     """Grounding heatmaps of ``token`` for uint8 ``images`` (N, C, H, W) under ``cond``
-    (per-image ids of the model's condition fields, usually the images' own labels)."""
+    (per-image ids of the model's condition fields, usually the images' own labels);
+    ``progress(stage, done, total)`` after each batch."""
     p = params or GroundingParams()
     k = check_token(model, token)
     images = model.check_images(torch.as_tensor(images))
@@ -171,6 +173,8 @@ def ground(
                 acc += F.interpolate(grid, size=(size, size), mode="bilinear", align_corners=False)
                 count += 1
         raw.append((acc[:, 0] / count).numpy())
+        if progress is not None:
+            progress(f"ground ({token})", min(start + p.batch_size, n), n)
     raw_all = np.concatenate(raw) if raw else np.zeros((0, size, size), np.float32)
     raw_all = np.stack([_minmax(r) for r in raw_all]) if len(raw_all) else raw_all
     smooth, masks, heat = postprocess(raw_all, p.sigma, p.otsu)

@@ -9,6 +9,11 @@
    ``(y, domain=target)``, several per image (strength, guidance, steps as parameters), with
    RePaint sampling; the ROI is pasted back exactly.
 
+The ROI is the data's mask (``roi="data"``) or, with ``roi="grounding"`` (``dataset.roi``; for
+data without ROI masks), the Otsu foreground of the ``y`` token's cross-attention grounding map
+(``generative/grounding.py``) of each source image under its own class, computed with the same
+fitted model after stage 2 (our choice: no second model; docs/methods.md section 8).
+
 Baselines from the paper's code: ``text2img`` (same model, no mask, sample from noise under
 ``(y, target)``) and ``img2img`` (SDEdit at strength 0.5 under ``(y, target)``, no mask).
 The generated set is written as a CSV dataset (``metadata.csv`` + PNGs) with provenance columns.
@@ -27,6 +32,7 @@ import torch
 
 from shortcutlab.data.table import ImageTable
 from shortcutlab.errors import ShortcutlabError
+from shortcutlab.generative.grounding import GroundingParams
 from shortcutlab.generative.model import ConditionalDiffusion, Guidance
 from shortcutlab.generative.params import DiffusionParams, GenerationParams
 from shortcutlab.generative.sampling import inpaint, sample
@@ -34,6 +40,7 @@ from shortcutlab.generative.training import stage_callback, start_generator, tra
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 MODES = ("maskmedpaint", "text2img", "img2img")
+ROI_SOURCES = ("data", "grounding")
 SOURCE, TARGET = 0, 1  # domain token ids
 
 
@@ -163,6 +170,22 @@ def _cycle(values: float | Sequence[float], k: int) -> list[float]:
     return [values[i % len(values)] for i in range(k)]
 
 
+def grounding_roi(
+    model: ConditionalDiffusion,
+    images: torch.Tensor,
+    y: torch.Tensor,
+    params: GroundingParams | None = None,
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """ROI masks (N, H, W) where the data has none: Otsu's foreground of the ``y`` token's
+    grounding map (``generative/grounding.py``) under each image's own class and the source
+    domain, the condition the model learnt these images under in stage 1."""
+    from shortcutlab.generative.grounding import ground
+
+    result = ground(model, images, {"y": y, "domain": SOURCE}, "y", params, progress)
+    return torch.from_numpy(result.mask)
+
+
 # ---------------------------------------------------------------------------------------------
 # the generated set as a CSV dataset
 # ---------------------------------------------------------------------------------------------
@@ -265,14 +288,25 @@ def build_generated_set(
     num_classes: int | None = None,
     seed: int = 0,
     progress: Progress | None = None,
+    roi: str = "data",
 ) -> ImageTable:
     """The whole recipe on training rows (``images``, ``meta`` with ``y`` and ``attributes``).
 
     Reuses ``model_dir`` if it holds a saved model and ``out_dir`` if it holds a finished set.
     The written set has ``path``, ``y``, the attributes (``domain`` set to ``target``, the
-    others copied from the source image), ``mask``, ``source_image`` (the source's ``path`` or
-    row number), ``source_row``, ``seed``, ``strength``, ``guidance``, ``generator``.
+    others copied from the source image), ``mask`` (the ROI kept: the data's ``masks``, or with
+    ``roi="grounding"`` the grounded one, ``grounding_roi``), ``source_image`` (the source's
+    ``path`` or row number), ``source_row``, ``seed``, ``strength``, ``guidance``, ``generator``
+    (and ``roi`` for maskmedpaint).
     """
+    if roi not in ROI_SOURCES:
+        raise ShortcutlabError(f"roi must be one of {', '.join(ROI_SOURCES)}, not '{roi}'")
+    grounded = mode == "maskmedpaint" and roi == "grounding"
+    if mode == "maskmedpaint" and masks is None and not grounded:
+        raise ShortcutlabError(
+            "maskmedpaint needs ROI masks and this dataset has none; set dataset.roi: grounding "
+            "to ground them with the diffusion model"
+        )
     out_dir, model_dir = Path(out_dir), Path(model_dir)
     if (out_dir / "metadata.csv").is_file():
         return load_generated(out_dir, attributes)
@@ -296,7 +330,10 @@ def build_generated_set(
             progress,
         )
         model.save(model_dir)
-    src_masks = None if masks is None else torch.as_tensor(masks)[src]
+    if grounded:
+        src_masks = grounding_roi(model, images[src], y[src], progress=progress)
+    else:
+        src_masks = None if masks is None else torch.as_tensor(masks)[src]
     generated, prov = generate(model, images[src], y[src], src_masks, mode, generation, progress)
     rows = source[prov["source_index"].to_numpy()]
     out = meta.iloc[rows][["y", *attributes]].reset_index(drop=True)
@@ -309,6 +346,9 @@ def build_generated_set(
     for col in ("seed", "strength", "guidance", "class_guidance", "generator"):
         if col in prov.columns:
             out[col] = prov[col].to_numpy()
-    out_masks = None if masks is None else torch.as_tensor(masks)[torch.as_tensor(rows)]
+    if mode == "maskmedpaint":
+        out["roi"] = roi
+    index = torch.as_tensor(prov["source_index"].to_numpy().copy())
+    out_masks = None if src_masks is None else src_masks[index]
     write_generated(out_dir, generated, out, out_masks)
     return load_generated(out_dir, attributes)

@@ -156,6 +156,8 @@ class TaskInfo:
     steps_per_epoch: int = 1
     # attribute -> original category name of each code, where the loader kept them
     attribute_values: dict[str, list[str]] = field(default_factory=dict)
+    # where ROI masks come from for the methods that keep an ROI (``dataset.roi``)
+    roi: str = "data"
 
     @property
     def grouper(self) -> Grouper:

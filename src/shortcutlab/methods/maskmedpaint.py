@@ -174,7 +174,9 @@ class MaskMedPaint(ERM):
         unlabelled = context.unlabelled
         pool, domain = generation_pool(train, unlabelled, info, hp)
         cache = Path(hp["cache"] or cache_dir() / "generated")
-        set_dir, model_dir = cache_dirs(pool, hp, self.generator, context.seed, cache, domain)
+        set_dir, model_dir = cache_dirs(
+            pool, hp, self.generator, context.seed, cache, domain, info.roi
+        )
         table = generate_for_training(
             pool,
             info,
@@ -196,12 +198,15 @@ class MaskMedPaint(ERM):
             new["mask"] = train["mask"][rows]
         self._save_grid(train, table, context)
         if hp["domain_check"]:
-            self._check_domain(pool, domain, new, context, model_dir)
+            grounded = "roi" in table.meta.columns and (table.meta["roi"] == "grounding").all()
+            kept = torch.from_numpy(table.masks) if grounded else new.get("mask")
+            self._check_domain(pool, domain, new["x"], kept, context, model_dir)
         return concat_rows(train, new, info)
 
     def _save_grid(self, train, table, context: RunContext, n: int = 8) -> None:
         """``figures/generated_<method>_seed<S>.png`` of the experiment (report): source, ROI
-        mask, generated copies for ``n`` source images, alternating classes."""
+        mask (the one kept, ``table.masks``, where the set has one), generated copies for ``n``
+        source images, alternating classes."""
         save_generated_grid(
             train["x"].numpy(),
             None if "mask" not in train else train["mask"].numpy(),
@@ -212,8 +217,11 @@ class MaskMedPaint(ERM):
             n,
         )
 
-    def _check_domain(self, pool, domain, new, context: RunContext, model_dir: Path) -> None:
-        """Write ``generated.json``: how many images, and how target-like their backgrounds are.
+    def _check_domain(
+        self, pool, domain, generated, kept, context: RunContext, model_dir: Path
+    ) -> None:
+        """Write ``generated.json``: how many images, and how target-like the backgrounds of the
+        ``generated`` images outside their ``kept`` ROI (None: whole images) are.
 
         The domain classifier sees the real images through the generator's autoencoder (see
         ``generative.domain_check``), so it judges the domain and not the decoder's rendering.
@@ -230,15 +238,15 @@ class MaskMedPaint(ERM):
             pool["x"],
             domain,
             pool.get("mask"),
-            new["x"],
-            new.get("mask"),
+            generated,
+            kept,
             int(self.hparams["target"]),
             seed=context.seed,
             render=render,
         )
         report = {
             "generator": self.generator,
-            "n_generated": len(new["y"]),
+            "n_generated": len(generated),
             "rendered": render is not None,
             **score,
         }
@@ -247,7 +255,8 @@ class MaskMedPaint(ERM):
 
 def save_generated_grid(images, masks, y, table, path: Path, title: str, n: int = 8) -> Path:
     """A source / mask / generated grid of a generated set (rows: ``source_row`` of ``table``,
-    indexing ``images``), ``n`` source images taken round-robin over the classes."""
+    indexing ``images``), ``n`` source images taken round-robin over the classes. The mask is
+    the one the set kept (``table.masks``), else ``masks``."""
     import numpy as np
     import pandas as pd
 
@@ -262,9 +271,14 @@ def save_generated_grid(images, masks, y, table, path: Path, title: str, n: int 
         for lst in by_class
         if i < len(lst)
     ][:n]
+    if table.masks is not None:  # the ROI the generator kept: the data's, or grounded
+        first = {r: i for i, r in reversed(list(enumerate(rows)))}
+        roi = np.stack([table.masks[first[r]] for r in picked]) if picked else None
+    else:
+        roi = None if masks is None else masks[picked]
     png = generated_grid(
         images[picked],
-        None if masks is None else masks[picked],
+        roi,
         [table.images[rows == r] for r in picked],
         [f"row {r}, y={int(y[r])}" for r in picked],
         title,
@@ -281,11 +295,13 @@ def cache_dirs(
     seed: int,
     cache: Path,
     domain_values: torch.Tensor,
+    roi: str = "data",
 ) -> tuple[Path, Path]:
     """Where the generated set and the diffusion model for these inputs are cached.
 
     The model key covers the images, labels, attributes and diffusion settings, so
-    maskmedpaint, text2img and img2img of one run share one trained diffusion model.
+    maskmedpaint, text2img and img2img of one run share one trained diffusion model; the set
+    key adds the generator, its settings and (for maskmedpaint) a grounded ROI.
     """
     from shortcutlab.generative.maskmedpaint import cache_key
 
@@ -294,7 +310,8 @@ def cache_dirs(
         train["x"], train["y"], train["z"], domain_values, [hp["domain"], hp["target"]]
     )
     model_key = cache_key(data_key, asdict(diffusion), seed)
-    set_key = cache_key(model_key, generator, asdict(generation))
+    grounded = ["roi", roi] if generator == "maskmedpaint" and roi != "data" else []
+    set_key = cache_key(model_key, generator, asdict(generation), *grounded)
     return cache / f"{generator}-{set_key}", cache / f"model-{model_key}"
 
 
@@ -319,15 +336,19 @@ def generate_for_training(
 
     if domain_values is None:
         domain_values = train["z"][:, domain_column(info, hp)]
-    if generator == "maskmedpaint" and "mask" not in train:
-        raise ShortcutlabError("maskmedpaint needs ROI masks; the dataset has none")
+    roi = getattr(info, "roi", "data")
+    if generator == "maskmedpaint" and "mask" not in train and roi == "data":
+        raise ShortcutlabError(
+            "maskmedpaint needs ROI masks and the dataset has none; set dataset.roi: grounding "
+            "to ground them with the diffusion model"
+        )
     diffusion, generation = generation_params(hp, seed)
     meta = pd.DataFrame(train["z"].numpy(), columns=info.attributes).assign(y=train["y"].numpy())
     meta[hp["domain"]] = domain_values.numpy()
     if source_names is not None:  # provenance: the source image's path (or row) in the dataset
         meta["path"] = list(source_names)
     if out_dir is None or model_dir is None:
-        set_dir, cached_model = cache_dirs(train, hp, generator, seed, cache, domain_values)
+        set_dir, cached_model = cache_dirs(train, hp, generator, seed, cache, domain_values, roi)
         out_dir, model_dir = out_dir or set_dir, model_dir or cached_model
     return build_generated_set(
         train["x"],
@@ -344,4 +365,5 @@ def generate_for_training(
         info.num_classes,
         seed,
         progress,
+        roi,
     )
