@@ -167,4 +167,8 @@ def test_every_method_builds_updates_and_predicts(name, tmp_path):
     assert torch.isfinite(logits).all()
     blocks = ctx.features(method, ctx.val)
     assert "f" in blocks and all(len(b) == len(ctx.val["y"]) for b in blocks.values())
+    # evaluation's one pass gives the same numbers as the two passes
+    both, both_blocks = ctx.predict_features(method, ctx.val)
+    assert torch.equal(both, logits) and set(both_blocks) == set(blocks)
+    assert all(np.array_equal(both_blocks[k], blocks[k]) for k in blocks)
     assert ctx.samples_seen >= len(ctx.train["y"]) // 2

@@ -283,3 +283,25 @@ class Context:
                 for k, v in method.features(batch["x"]).items():
                     parts.setdefault(k, []).append(v.float().cpu().numpy())
         return {k: np.concatenate(v) for k, v in parts.items()}
+
+    @torch.no_grad()
+    def predict_features(
+        self, method: Method, tensors: Tensors
+    ) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+        """``predict`` and ``features`` of every row in one pass over the data
+        (``Method.predict_with_features``); the method's mode is restored."""
+        was_training = method.training
+        method.eval()
+        logits: list[torch.Tensor] = []
+        parts: dict[str, list[np.ndarray]] = {}
+        for batch in self.batches(tensors, shuffle=False, batch_size=self.eval_batch_size):
+            with self.autocast():
+                out, blocks = method.predict_with_features(batch["x"])
+            logits.append(out.float().cpu())
+            for k, v in blocks.items():
+                parts.setdefault(k, []).append(v.float().cpu().numpy())
+        method.train(was_training)
+        empty = torch.empty(0, self.info.num_classes)
+        return (torch.cat(logits) if logits else empty), {
+            k: np.concatenate(v) for k, v in parts.items()
+        }

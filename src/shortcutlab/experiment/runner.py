@@ -672,10 +672,10 @@ def evaluate_method(
         part = tensors_of(table.split(split))
         if len(part["y"]) == 0:
             continue
-        features[split] = ctx.features(method, part)
+        logits, features[split] = ctx.predict_features(method, part)
         labels[split] = {"y": part["y"].numpy()}
         labels[split].update({a: part["z"][:, j].numpy() for j, a in enumerate(info.attributes)})
-        probs = torch.softmax(ctx.predict(method, part), 1).numpy()
+        probs = torch.softmax(logits, 1).numpy()
         rows += evaluate_split(
             split,
             probs,

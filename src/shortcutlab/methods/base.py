@@ -318,6 +318,20 @@ class Method(nn.Module):
         """Named feature blocks for probes: ``{"f": all}``; split methods add ``f_y``, ``f_<attr>``."""
         return {"f": self.model.features(x)}
 
+    def predict_with_features(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(predict(x), features(x))``, from one encoder pass where the method keeps this base
+        class's ``predict`` and ``features`` on a ``head(encoder(x))`` model (the same numbers;
+        evaluation asks for both on every split)."""
+        from shortcutlab.models.backbones import EncoderHeadModel
+
+        plain = type(self).predict is Method.predict and type(self).features is Method.features
+        if plain and isinstance(self.model, EncoderHeadModel):
+            f = self.model.encoder(x)
+            return self.model.head(f), {"f": f}
+        return self.predict(x), self.features(x)
+
     # -- optional hooks (two-stage methods such as JTT, DFR, SWiFT) ------------------------------
     def on_train_start(self, context: RunContext) -> None:  # noqa: B027 - optional hook
         """Called once before the first epoch with the runner's context."""
