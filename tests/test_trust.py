@@ -117,6 +117,20 @@ def test_an_interrupted_run_says_how_to_resume(tmp_path, capsys, monkeypatch):
     assert "resume with the same command" in text and "--preset quick" in text
 
 
+def test_an_interrupted_sweep_says_what_it_kept_and_how_to_resume(tmp_path, capsys, monkeypatch):
+    from shortcutlab.experiment import sweep
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "run_sweep", interrupted)
+    args = ["sweep", "--preset", "quick", "--trials", "2", "--out", tmp_path / "s"]
+    code, _, err = run_cli(args, capsys)
+    text = " ".join(err.split())
+    assert code == 130 and "finished trials" in text
+    assert "resume with the same command" in text and "--trials 2" in text
+
+
 def test_a_mistyped_override_is_named_with_the_closest_key(tmp_path):
     cfg = write_config(tmp_path / "cfg.yaml", tmp_path)
     with pytest.raises(ShortcutlabError, match=r"override 'train.epoch=3'.*'train.epochs'\?"):

@@ -107,6 +107,17 @@ def run(
     _run_one(cfg, out, quiet)
 
 
+def _interrupted(kept: str) -> typer.Exit:
+    """Say what Ctrl-C kept and the command that resumes; the exit to raise."""
+    command = shlex.join(["shortcutlab", *sys.argv[1:]])
+    console.print(
+        f"interrupted: {kept}; resume with the same command:\n  {command}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return typer.Exit(130)
+
+
 def _run_one(cfg, out: Path, quiet: bool) -> None:
     from shortcutlab.experiment.runner import run_experiment
     from shortcutlab.report.build import build_report
@@ -121,14 +132,10 @@ def _run_one(cfg, out: Path, quiet: bool) -> None:
         with _progress(quiet) as update:
             run_experiment(cfg, out, progress=update, on_event=say)
     except KeyboardInterrupt:
-        command = shlex.join(["shortcutlab", *sys.argv[1:]])
-        console.print(
-            f"interrupted: the finished (method, seed) runs in {out} are kept and the one in "
-            f"progress will be redone; resume with the same command:\n  {command}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(130) from None
+        raise _interrupted(
+            f"the finished (method, seed) runs in {out} are kept and the one in progress will be "
+            "redone"
+        ) from None
     report = build_report(out)
     if not quiet:
         _print_headline(out)
@@ -480,14 +487,10 @@ def _sweep_one(
                 on_event=say,
             )
     except KeyboardInterrupt:
-        command = shlex.join(["shortcutlab", *sys.argv[1:]])
-        console.print(
-            f"interrupted: finished trials in {out} are kept (results.csv and trials.csv list "
-            f"them); the others continue from their last epoch with the same command:\n  {command}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(130) from None
+        raise _interrupted(
+            f"finished trials in {out} are kept (results.csv and trials.csv list them); the others "
+            "continue from their last epoch"
+        ) from None
     report = build_comparison([out], out, oracle=oracle)
     _print_selected(out, cfg.select)
     if track:

@@ -245,66 +245,52 @@ def audit_checkpoint(
     checkpoints of one seed share its counterfactuals). ``attribution``: captum methods
     (``gradcam``, ``ig``) whose maps are scored against the phantom's factor masks
     (``evaluation/attribution.py``); None: both on the embedded phantoms, none elsewhere."""
-    with torch_threads(cfg.train.num_threads):
-        return _audit(
-            checkpoint, cfg, Path(out), counterfactual, attribution, cf_limit, progress, generated
-        )
-
-
-def _audit(
-    checkpoint: str | Path,
-    cfg: ExperimentConfig,
-    out: Path,
-    counterfactual: str | None = "auto",
-    attribution: Sequence[str] | None = None,
-    cf_limit: int | None = None,
-    progress=None,
-    generated=None,
-) -> pd.DataFrame:
     from shortcutlab.data.counterfactual import has_exact_counterfactuals
     from shortcutlab.data.splits import split_report
     from shortcutlab.evaluation.attribution import attribution_rows, check_attribution
     from shortcutlab.evaluation.reliance import check_mode
     from shortcutlab.report.build import build_report
 
-    table, ckpt, method, seed, name = _open_checkpoint(checkpoint, cfg, out)
-    mode = check_mode(counterfactual, table)
-    if cf_limit is not None and cf_limit < 1:
-        raise ShortcutlabError(f"--cf-limit must be 1 or more, not {cf_limit}")
-    if mode == "generated" and generated is None:
-        from shortcutlab.experiment.reliance import generated_counterfactuals
+    out = Path(out)
+    with torch_threads(cfg.train.num_threads):
+        table, ckpt, method, seed, name = _open_checkpoint(checkpoint, cfg, out)
+        mode = check_mode(counterfactual, table)
+        if cf_limit is not None and cf_limit < 1:
+            raise ShortcutlabError(f"--cf-limit must be 1 or more, not {cf_limit}")
+        if mode == "generated" and generated is None:
+            from shortcutlab.experiment.reliance import generated_counterfactuals
 
-        generated = generated_counterfactuals(cfg, table, seed, progress)
-    if attribution is None:
-        attribution = ("gradcam", "ig") if has_exact_counterfactuals(table) else ()
-    check_attribution(attribution, table)
-    ctx = posthoc_context(table, method, cfg, RunLayout.single(out, name, seed))
-    method.to(ctx.device)
-    rows = evaluate_method(method, table, ctx, cfg, counterfactual, generated, cf_limit)
-    if attribution:
-        rows += attribution_rows(
-            method.model, table, attribution, ctx.device, seed, ctx.layout.figure
-        )
-    info = method.info
-    if info.num_classes == 2:
-        for split in table.splits:
-            part = tensors_of(table.split(split))
-            if len(part["y"]) == 0:
-                continue
-            y, z = part["y"].numpy(), part["z"].numpy()
-            pred = ctx.predict(method, part).argmax(1).numpy()
-            for j, attr in enumerate(info.attributes):
-                cis = fairness_gap_cis(y, pred, z[:, j], cfg.bootstrap, seed)
-                for gap, (lo, hi) in cis.items():
-                    rows.append(_row(split, attr, f"{gap}_ci_low", lo))
-                    rows.append(_row(split, attr, f"{gap}_ci_high", hi))
-    results = make_results(rows, name, seed)
-    write_csv_atomic(results, out / "results.csv")
-    write_text_atomic(cfg.dump(), out / "config.yaml")
-    # the report shows each group's size next to its accuracy
-    split_report(table.meta, table.attributes).counts.to_csv(ExperimentLayout(out).split_counts)
-    build_report(out, kind="audit")
-    return results
+            generated = generated_counterfactuals(cfg, table, seed, progress)
+        if attribution is None:
+            attribution = ("gradcam", "ig") if has_exact_counterfactuals(table) else ()
+        check_attribution(attribution, table)
+        ctx = posthoc_context(table, method, cfg, RunLayout.single(out, name, seed))
+        method.to(ctx.device)
+        rows = evaluate_method(method, table, ctx, cfg, counterfactual, generated, cf_limit)
+        if attribution:
+            rows += attribution_rows(
+                method.model, table, attribution, ctx.device, seed, ctx.layout.figure
+            )
+        info = method.info
+        if info.num_classes == 2:
+            for split in table.splits:
+                part = tensors_of(table.split(split))
+                if len(part["y"]) == 0:
+                    continue
+                y, z = part["y"].numpy(), part["z"].numpy()
+                pred = ctx.predict(method, part).argmax(1).numpy()
+                for j, attr in enumerate(info.attributes):
+                    cis = fairness_gap_cis(y, pred, z[:, j], cfg.bootstrap, seed)
+                    for gap, (lo, hi) in cis.items():
+                        rows.append(_row(split, attr, f"{gap}_ci_low", lo))
+                        rows.append(_row(split, attr, f"{gap}_ci_high", hi))
+        results = make_results(rows, name, seed)
+        write_csv_atomic(results, out / "results.csv")
+        write_text_atomic(cfg.dump(), out / "config.yaml")
+        # the report shows each group's size next to its accuracy
+        split_report(table.meta, table.attributes).counts.to_csv(ExperimentLayout(out).split_counts)
+        build_report(out, kind="audit")
+        return results
 
 
 def _row(split: str, target: str, metric: str, value: float) -> dict[str, Any]:
