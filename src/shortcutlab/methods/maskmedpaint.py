@@ -198,8 +198,7 @@ class MaskMedPaint(ERM):
             new["mask"] = train["mask"][rows]
         self._save_grid(train, table, context)
         if hp["domain_check"]:
-            grounded = "roi" in table.meta.columns and (table.meta["roi"] == "grounding").all()
-            kept = torch.from_numpy(table.masks) if grounded else new.get("mask")
+            kept = None if table.masks is None else torch.from_numpy(table.masks)  # ROI kept
             self._check_domain(pool, domain, new["x"], kept, context, model_dir)
         return concat_rows(train, new, info)
 
@@ -336,12 +335,7 @@ def generate_for_training(
 
     if domain_values is None:
         domain_values = train["z"][:, domain_column(info, hp)]
-    roi = getattr(info, "roi", "data")
-    if generator == "maskmedpaint" and "mask" not in train and roi == "data":
-        raise ShortcutlabError(
-            "maskmedpaint needs ROI masks and the dataset has none; set dataset.roi: grounding "
-            "to ground them with the diffusion model"
-        )
+    roi = info.roi
     diffusion, generation = generation_params(hp, seed)
     meta = pd.DataFrame(train["z"].numpy(), columns=info.attributes).assign(y=train["y"].numpy())
     meta[hp["domain"]] = domain_values.numpy()
