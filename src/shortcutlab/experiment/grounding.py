@@ -41,26 +41,13 @@ def condition_fields(table: ImageTable) -> dict[str, int]:
 
 def fit_grounding_model(table: ImageTable, steps: int, seed: int = 0, progress=None):
     """A latent ``ConditionalDiffusion`` with one token per field, trained on the train split."""
-    from shortcutlab.generative.model import ConditionalDiffusion
     from shortcutlab.generative.params import DiffusionParams
-    from shortcutlab.generative.training import stage_callback, train_autoencoder, train_diffusion
+    from shortcutlab.generative.training import stage_callback, start_generator, train_diffusion
 
     params = DiffusionParams()
     train = table.split("train") if "train" in table.splits else table
     images = torch.from_numpy(np.ascontiguousarray(train.images))
-    torch.manual_seed(seed)
-    model = ConditionalDiffusion.create(
-        table.image_size, table.in_channels, condition_fields(table)
-    )
-
-    train_autoencoder(
-        model,
-        images,
-        params.autoencoder_steps,
-        params.batch_size,
-        seed=seed,
-        callback=stage_callback(progress, "autoencoder"),
-    )
+    model = start_generator(images, condition_fields(table), params, seed, progress)
     cond = {
         f: torch.from_numpy(train.meta[f].to_numpy(dtype=np.int64))
         for f in model.conditioner.fields
