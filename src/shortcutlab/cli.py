@@ -609,6 +609,9 @@ def ground(
         None, "--classifier", help="checkpoint.pt: its Grad-CAM maps scored on the same images"
     ),
     train_steps: int = typer.Option(2000, "--train-steps", help="diffusion training steps"),
+    autoencoder_steps: int = typer.Option(
+        300, "--autoencoder-steps", help="its autoencoder's training steps (before those)"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Zero-shot grounding from the diffusion model's cross-attention: heatmaps, scores, overlay."""
@@ -633,6 +636,7 @@ def ground(
             classifier,
             train_steps,
             update,
+            autoencoder_steps,
         )
     if len(frame) and "grounding_pixel_auroc" in frame:
         mean = frame[frame["image"] == "mean"].iloc[0]

@@ -39,18 +39,20 @@ def condition_fields(table: ImageTable) -> dict[str, int]:
     return {"y": table.num_classes, **dict(zip(table.attributes, cards, strict=True))}
 
 
-def fit_grounding_model(table: ImageTable, steps: int, seed: int = 0, progress=None):
-    """A latent ``ConditionalDiffusion`` with one token per field, trained on the train split."""
+def fit_grounding_model(
+    table: ImageTable, steps: int, seed: int = 0, progress=None, autoencoder_steps: int = 300
+):
+    """A latent ``ConditionalDiffusion`` with one token per field, trained on the train split
+    (its autoencoder first, ``autoencoder_steps`` steps)."""
     from shortcutlab.generative.params import DiffusionParams
     from shortcutlab.generative.training import stage_callback, start_generator, train_diffusion
 
-    params = DiffusionParams()
+    params = DiffusionParams(autoencoder_steps=autoencoder_steps)
     train = table.split("train") if "train" in table.splits else table
     images = torch.from_numpy(np.ascontiguousarray(train.images))
     model = start_generator(images, condition_fields(table), params, seed, progress)
     cond = {
-        f: torch.from_numpy(train.meta[f].to_numpy(dtype=np.int64))
-        for f in model.conditioner.fields
+        f: torch.tensor(train.meta[f].to_numpy(dtype=np.int64)) for f in model.conditioner.fields
     }
     train_diffusion(
         model,
@@ -90,70 +92,73 @@ def ground_dataset(
     classifier: str | Path | None = None,
     train_steps: int = 2000,
     progress=None,
+    autoencoder_steps: int = 300,
 ) -> pd.DataFrame:
     """Ground ``token`` on ``n`` images of ``split``; write heatmaps, grounding.csv, overlay.png;
-    return the per-image scores (empty without factor masks)."""
+    return the per-image scores (empty without factor masks). A model trained here starts from
+    the config's first seed."""
     with torch_threads(cfg.train.num_threads):
-        return _ground(
-            cfg, token, Path(out), model_dir, split, n, params, classifier, train_steps, progress
-        )
+        table = load_dataset(cfg.dataset)
+        if token not in condition_fields(table):
+            raise ShortcutlabError(
+                f"--token must be y or an attribute of the config ({', '.join(table.attributes)}), "
+                f"not '{token}'"
+            )
+        if split not in table.splits:
+            raise ShortcutlabError(
+                f"the data has no split '{split}'; it has {', '.join(table.splits)}"
+            )
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        if model_dir is not None:
+            model = load_grounding_model(Path(model_dir), table)
+        elif (out / "model" / "unet").is_dir():
+            model = load_grounding_model(out / "model", table)
+        else:
+            model = fit_grounding_model(
+                table, train_steps, cfg.seeds[0], progress, autoencoder_steps
+            )
+            model.save(out / "model")
+        check_token(model, token)
+        part = table.split(split)
+        rows = np.flatnonzero(part.meta[token].to_numpy() == 1)[:n]
+        part = part.select(rows)
+        images = torch.from_numpy(np.ascontiguousarray(part.images))
+        cond = {
+            f: torch.tensor(part.meta[f].to_numpy(dtype=np.int64)) for f in model.conditioner.fields
+        }
+        t0 = time.perf_counter()
+        result = ground(model, images, cond, token, params)
+        seconds = time.perf_counter() - t0
+        (out / "heatmaps").mkdir(exist_ok=True)
+        from PIL import Image
 
-
-def _ground(cfg, token, out, model_dir, split, n, params, classifier, train_steps, progress):
-    table = load_dataset(cfg.dataset)
-    if token not in condition_fields(table):
-        raise ShortcutlabError(
-            f"--token must be y or an attribute of the config ({', '.join(table.attributes)}), "
-            f"not '{token}'"
-        )
-    if split not in table.splits:
-        raise ShortcutlabError(f"the data has no split '{split}'; it has {', '.join(table.splits)}")
-    out.mkdir(parents=True, exist_ok=True)
-    if model_dir is not None:
-        model = load_grounding_model(Path(model_dir), table)
-    elif (out / "model" / "unet").is_dir():
-        model = load_grounding_model(out / "model", table)
-    else:
-        model = fit_grounding_model(table, train_steps, progress=progress)
-        model.save(out / "model")
-    check_token(model, token)
-    part = table.split(split)
-    rows = np.flatnonzero(part.meta[token].to_numpy() == 1)[:n]
-    part = part.select(rows)
-    images = torch.from_numpy(np.ascontiguousarray(part.images))
-    cond = {
-        f: torch.from_numpy(part.meta[f].to_numpy(dtype=np.int64)) for f in model.conditioner.fields
-    }
-    t0 = time.perf_counter()
-    result = ground(model, images, cond, token, params)
-    seconds = time.perf_counter() - t0
-    (out / "heatmaps").mkdir(exist_ok=True)
-    from PIL import Image
-
-    for i, h in enumerate(result.heatmap):
-        Image.fromarray((h * 255).round().astype(np.uint8)).save(out / "heatmaps" / f"{i:04d}.png")
-    records = []
-    maps = {"grounding": result.heatmap}
-    if classifier is not None:
-        maps["gradcam"] = _gradcam(classifier, table, part)
-    masks = true_factor_masks(part, token) if has_exact_counterfactuals(part) else None
-    for i in range(len(part)):
-        rec = {"image": i, "split_row": int(rows[i])}
-        if masks is not None:
-            for name, heat in maps.items():
-                for key, fn in SCORES.items():
-                    rec[f"{name}_{key}"] = fn(heat[i], masks[i])
-            rec["mask_share"] = float(masks[i].mean())
-        records.append(rec)
-    frame = pd.DataFrame(records)
-    if len(frame):
-        mean = frame.drop(columns=["image", "split_row"]).mean().to_dict()
-        frame = pd.concat([frame, pd.DataFrame([{"image": "mean", **mean}])], ignore_index=True)
-    frame["token"] = token
-    frame["seconds_per_image"] = seconds / max(len(part), 1)
-    write_csv_atomic(frame, out / "grounding.csv")
-    _overlay(part, result, masks, maps, token, out / "overlay.png")
-    return frame
+        for i, h in enumerate(result.heatmap):
+            Image.fromarray((h * 255).round().astype(np.uint8)).save(
+                out / "heatmaps" / f"{i:04d}.png"
+            )
+        records = []
+        maps = {"grounding": result.heatmap}
+        if classifier is not None:
+            maps["gradcam"] = _gradcam(classifier, table, part)
+        masks = true_factor_masks(part, token) if has_exact_counterfactuals(part) else None
+        for i in range(len(part)):
+            rec = {"image": i, "split_row": int(rows[i])}
+            if masks is not None:
+                for name, heat in maps.items():
+                    for key, fn in SCORES.items():
+                        rec[f"{name}_{key}"] = fn(heat[i], masks[i])
+                rec["mask_share"] = float(masks[i].mean())
+            records.append(rec)
+        frame = pd.DataFrame(records)
+        if len(frame):
+            mean = frame.drop(columns=["image", "split_row"]).mean().to_dict()
+            frame = pd.concat([frame, pd.DataFrame([{"image": "mean", **mean}])], ignore_index=True)
+        frame["token"] = token
+        frame["seconds_per_image"] = seconds / max(len(part), 1)
+        write_csv_atomic(frame, out / "grounding.csv")
+        _overlay(part, result, masks, maps, token, out / "overlay.png")
+        return frame
 
 
 def _gradcam(classifier, table, part) -> np.ndarray:
