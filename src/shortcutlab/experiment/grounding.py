@@ -40,17 +40,22 @@ def condition_fields(table: ImageTable) -> dict[str, int]:
 
 
 def fit_grounding_model(
-    table: ImageTable, steps: int, seed: int = 0, progress=None, autoencoder_steps: int = 300
+    table: ImageTable,
+    steps: int,
+    seed: int = 0,
+    progress=None,
+    autoencoder_steps: int = 300,
+    sink_token: bool = False,
 ):
-    """A latent ``ConditionalDiffusion`` with one token per field, trained on the train split
-    (its autoencoder first, ``autoencoder_steps`` steps)."""
+    """A latent ``ConditionalDiffusion`` with one token per field (and a sink token before them
+    if ``sink_token``), trained on the train split (its autoencoder first)."""
     from shortcutlab.generative.params import DiffusionParams
     from shortcutlab.generative.training import stage_callback, start_generator, train_diffusion
 
     params = DiffusionParams(autoencoder_steps=autoencoder_steps)
     train = table.split("train") if "train" in table.splits else table
     images = torch.from_numpy(np.ascontiguousarray(train.images))
-    model = start_generator(images, condition_fields(table), params, seed, progress)
+    model = start_generator(images, condition_fields(table), params, seed, progress, sink_token)
     cond = {
         f: torch.tensor(train.meta[f].to_numpy(dtype=np.int64)) for f in model.conditioner.fields
     }

@@ -5,6 +5,12 @@ one extra *null* id (index = cardinality) for condition dropout, so classifier-f
 (Ho & Salimans 2022) needs no separate model. The tokens stand in for a text encoder's output in a
 Stable-Diffusion-style ``UNet2DConditionModel`` (Rombach et al. 2022): one token per field keeps a
 per-field cross-attention map, which diffusion-attention grounding (Vilouras et al.) reads out.
+
+``sink=True`` puts one learned token before the fields' tokens, present under every condition
+(null included), as a text encoder's begin-of-sequence token is in Stable Diffusion. Without it
+the softmax over the keys runs over the field tokens alone, so with two fields one token's map is
+one minus the other's, wherever the image is; the sink gives attention that belongs to no field
+a place to go (docs/methods.md section 8).
 """
 
 from __future__ import annotations
@@ -25,17 +31,24 @@ class LabelConditioner(ModelMixin, ConfigMixin):
     config_name = "config.json"
 
     @register_to_config
-    def __init__(self, field_names: list[str], cardinalities: list[int], dim: int = 64):
+    def __init__(
+        self, field_names: list[str], cardinalities: list[int], dim: int = 64, sink: bool = False
+    ):
         super().__init__()
         if len(field_names) != len(cardinalities) or not field_names:
             raise ShortcutlabError("Give one cardinality for each condition field (at least one).")
         self.embeddings = nn.ModuleList(nn.Embedding(c + 1, dim) for c in cardinalities)
         for emb in self.embeddings:
             nn.init.normal_(emb.weight, std=1.0)
+        self.sink_embedding = nn.Parameter(torch.randn(1, 1, dim)) if sink else None
 
     @property
     def fields(self) -> dict[str, int]:
         return dict(zip(self.config.field_names, self.config.cardinalities, strict=True))
+
+    def token_index(self, field: str) -> int:
+        """Where ``field``'s token sits among the cross-attention keys (after the sink)."""
+        return list(self.fields).index(field) + (self.sink_embedding is not None)
 
     def null_ids(self, field: str) -> int:
         return self.fields[field]
@@ -70,7 +83,10 @@ class LabelConditioner(ModelMixin, ConfigMixin):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         ids = ids.to(self.device)
-        return torch.stack([emb(ids[:, i]) for i, emb in enumerate(self.embeddings)], dim=1)
+        tokens = torch.stack([emb(ids[:, i]) for i, emb in enumerate(self.embeddings)], dim=1)
+        if self.sink_embedding is None:
+            return tokens
+        return torch.cat([self.sink_embedding.expand(len(tokens), -1, -1), tokens], dim=1)
 
     def null_like(self, ids: torch.Tensor) -> torch.Tensor:
         """The all-null condition of the same batch size (the unconditional branch of CFG)."""

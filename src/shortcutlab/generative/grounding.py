@@ -124,7 +124,7 @@ def check_token(model: ConditionalDiffusion, token: str) -> int:
             f"the diffusion model has no token '{token}'; its condition tokens are "
             f"{', '.join(fields)}"
         )
-    return fields.index(token)
+    return model.conditioner.token_index(token)
 
 
 @torch.no_grad()

@@ -65,8 +65,10 @@ class ConditionalDiffusion(nn.Module):
         latent_channels: int = 4,
         token_dim: int = 64,
         num_train_timesteps: int = 1000,
+        sink_token: bool = False,
     ) -> ConditionalDiffusion:
-        """A small model from scratch; cross-attention only at the two coarsest UNet levels."""
+        """A small model from scratch; cross-attention only at the two coarsest UNet levels;
+        ``sink_token``: a learned token before the fields' (``LabelConditioner``)."""
         vae = None
         size, channels = image_size, in_channels
         if latent:
@@ -106,7 +108,7 @@ class ConditionalDiffusion(nn.Module):
             norm_num_groups=min(16, *unet_channels),
         )
         conditioner = LabelConditioner(
-            list(condition_fields), list(condition_fields.values()), token_dim
+            list(condition_fields), list(condition_fields.values()), token_dim, sink_token
         )
         scheduler = DDPMScheduler(
             num_train_timesteps=num_train_timesteps,

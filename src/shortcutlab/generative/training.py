@@ -31,11 +31,13 @@ def start_generator(
     params,
     seed: int,
     progress: Callable[[str, int, int], None] | None = None,
+    sink_token: bool = False,
 ) -> ConditionalDiffusion:
     """The model a generator fine-tunes: ``params.pretrained`` (a saved or Stable-Diffusion-format
     directory, its autoencoder kept), else a new one (``params.latent``, ``unet_channels``,
     ``vae_channels``) whose autoencoder is first trained on ``images`` for
-    ``params.autoencoder_steps`` steps. Shared by MaskMedPaint and Latent Drifting."""
+    ``params.autoencoder_steps`` steps (``sink_token``: ``LabelConditioner``'s sink). Shared by
+    MaskMedPaint, Latent Drifting and grounding."""
     torch.manual_seed(seed)
     if params.pretrained:
         return ConditionalDiffusion.from_pretrained(params.pretrained, fields, images.shape[-1])
@@ -46,6 +48,7 @@ def start_generator(
         latent=params.latent,
         unet_channels=tuple(params.unet_channels),
         vae_channels=tuple(params.vae_channels),
+        sink_token=sink_token,
     )
     if model.vae is not None:
         train_autoencoder(
