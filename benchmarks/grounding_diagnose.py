@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from grounding_eval import CASES  # benchmarks/grounding_eval.py, beside this script
 
 from shortcutlab.data.counterfactual import true_factor_masks
 from shortcutlab.experiment.config import load_config
@@ -45,7 +46,7 @@ def main() -> None:
     torch.set_num_threads(1)
     cfg = load_config(args.folder / "config.yaml")
     table = load_dataset(cfg.dataset)
-    token = "y" if cfg.dataset.name == "synth-cxr" else cfg.dataset.attributes[0]
+    token = CASES[cfg.dataset.name][0]
     if args.sink:
         where = args.folder / "sink-model"
         if (where / "unet").is_dir():

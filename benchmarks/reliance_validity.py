@@ -126,7 +126,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--erm-correlations", type=float, nargs="*", default=ERM_CORRELATIONS)
+    ap.add_argument(
+        "--report-only", action="store_true", help="recompute the report from OUT/validity.csv"
+    )
     args = ap.parse_args()
+    if args.report_only:
+        print(report(pd.read_csv(args.out / "validity.csv")))
+        return
     runs = {}
     plan = [(0.95, MAIN)] + [(c, ["erm"]) for c in args.erm_correlations]
     for correlation, methods in plan:
@@ -139,20 +145,48 @@ def main() -> None:
     frame = collect(runs)
     frame = frame.merge(attribution(args.out, frame), on=["model", "seed"])
     frame.drop(columns="checkpoint").to_csv(args.out / "validity.csv", index=False)
-    rho, p = spearmanr(frame["site_flip_rate"], frame["inv_accuracy"])
-    show = frame.drop(columns=["checkpoint", "P"]).round(3)
-    text = show.to_markdown(index=False)
-    text += (
-        f"\n\nSpearman rho(site flip rate on {FLIP_SPLIT}, inv accuracy) = {rho:.3f} "
-        f"(p = {p:.3g}, n = {len(frame)} models)\n"
-    )
-    m = frame.set_index("model")
-    if {"erm (P=0.95)", "groupdro (P=0.95)"} <= set(m.index):
-        for col in ("gradcam_mass_site", "ig_mass_site"):
-            e, g = m.loc["erm (P=0.95)", col].mean(), m.loc["groupdro (P=0.95)", col].mean()
-            text += f"{col}: erm {e:.3f} / groupdro {g:.3f} = {e / g:.2f}x\n"
+    text = report(frame)
     (args.out / "validity.md").write_text(text)
     print(text)
+
+
+def report(frame: pd.DataFrame) -> str:
+    """Per-model rows, their seed means, and the rank correlations and attribution ratios
+    docs/RESULTS.md quotes (over every (model, seed), over seed means, per seed; the two
+    secondaries: without models flagged degenerate (swift), and with the mean |delta p|)."""
+    show = frame.drop(columns=["checkpoint", "P"], errors="ignore").round(3)
+    text = show.to_markdown(index=False)
+    cols = ["inv_accuracy", "site_flip_rate", "site_mean_abs_delta", "y_flip_rate"]
+    cols += ["gradcam_mass_site", "ig_mass_site"]
+    means = frame.groupby("model")[cols].mean()
+    text += "\n\nSeed means:\n\n" + means.sort_values("inv_accuracy").round(3).to_markdown()
+    text += "\n\n"
+
+    def rho(part: pd.DataFrame, col: str, label: str) -> str:
+        r, p = spearmanr(part[col], part["inv_accuracy"])
+        return (
+            f"Spearman rho({col} on {FLIP_SPLIT}, inv accuracy), {label}: {r:.3f} (p = {p:.3g})\n"
+        )
+
+    kept = frame[frame["method"] != "swift"]
+    for col in ("site_flip_rate", "site_mean_abs_delta"):
+        text += rho(frame, col, f"{len(frame)} (model, seed) pairs")
+        text += rho(means, col, f"{len(means)} seed means")
+        text += rho(kept, col, f"{len(kept)} pairs without swift")
+        text += rho(kept.groupby("model")[cols].mean(), col, "seed means without swift")
+        for seed, part in frame.groupby("seed"):
+            text += rho(part, col, f"seed {seed}")
+    m = frame.set_index(["model", "seed"])
+    if {"erm (P=0.95)", "groupdro (P=0.95)"} <= set(frame["model"]):
+        for col in ("gradcam_mass_site", "ig_mass_site"):
+            e, g = means.loc["erm (P=0.95)", col], means.loc["groupdro (P=0.95)", col]
+            per = [
+                m.loc[("erm (P=0.95)", s), col] / m.loc[("groupdro (P=0.95)", s), col]
+                for s in sorted(frame["seed"].unique())
+            ]
+            text += f"{col}: erm {e:.3f} / groupdro {g:.3f} = {e / g:.2f}x (per seed "
+            text += ", ".join(f"{r:.2f}x" for r in per) + ")\n"
+    return text
 
 
 if __name__ == "__main__":
