@@ -35,6 +35,36 @@ from shortcutlab.generative.sampling import sample
 WINDOWS = [(0.0, 0.2), (0.4, 0.6), (0.8, 1.0)]
 
 
+def layer_aurocs(
+    model, split, token: str, steps: int, n: int = 24, show: bool = False
+) -> dict[tuple[int, tuple[float, float]], float]:
+    """Mean pixel AUROC of the raw map of every cross-attention layer alone in each of
+    ``WINDOWS``, on the first ``n`` images of ``split`` whose ``token`` factor is 1;
+    ``show`` prints the table as it goes."""
+    part = split.select(np.flatnonzero(split.meta[token].to_numpy() == 1)[:n])
+    images = torch.from_numpy(np.ascontiguousarray(part.images))
+    cond = {
+        f: torch.tensor(part.meta[f].to_numpy(dtype=np.int64)) for f in model.conditioner.fields
+    }
+    masks = true_factor_masks(part, token)
+    if show:
+        print("| layer | " + " | ".join(f"window {w}" for w in WINDOWS) + " |")
+        print("|---" * (len(WINDOWS) + 1) + "|")
+    out = {}
+    for i, name in enumerate(attention_layers(model)):
+        for win in WINDOWS:
+            params = GroundingParams(steps=steps, layers=(i,), window=win)
+            g = ground(model, images, cond, token, params)
+            raw = g.raw
+            out[i, win] = float(
+                np.mean([SCORES["pixel_auroc"](raw[j], masks[j]) for j in range(len(raw))])
+            )
+        if show:
+            cells = " | ".join(f"{out[i, w]:.3f}" for w in WINDOWS)
+            print(f"| {i} ({name.split('.attn2')[0]}) | {cells} |", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=Path, help="OUT/<dataset>/seed_<s> of grounding_eval.py")
@@ -63,24 +93,8 @@ def main() -> None:
     else:
         model = load_grounding_model(args.folder / "ground" / "model", table)
     val = table.split("val")
-    part = val.select(np.flatnonzero(val.meta[token].to_numpy() == 1)[:24])
-    images = torch.from_numpy(np.ascontiguousarray(part.images))
-    cond = {
-        f: torch.tensor(part.meta[f].to_numpy(dtype=np.int64)) for f in model.conditioner.fields
-    }
-    masks = true_factor_masks(part, token)
-    names = attention_layers(model)
-    print(f"token {token}, {len(part)} val images, sink token: {args.sink}")
-    print("| layer | " + " | ".join(f"window {w}" for w in WINDOWS) + " |")
-    print("|---" * (len(WINDOWS) + 1) + "|")
-    for i, name in enumerate(names):
-        cells = []
-        for win in WINDOWS:
-            params = GroundingParams(steps=args.steps, layers=(i,), window=win)
-            g = ground(model, images, cond, token, params)
-            au = np.mean([SCORES["pixel_auroc"](g.raw[j], masks[j]) for j in range(len(g.raw))])
-            cells.append(f"{au:.3f}")
-        print(f"| {i} ({name.split('.attn2')[0]}) | " + " | ".join(cells) + " |", flush=True)
+    print(f"token {token}, 24 val images, sink token: {args.sink}")
+    layer_aurocs(model, val, token, args.steps, show=True)
     # how much the token changes generated images inside the factor's pixels, against outside
     more = val.select(np.flatnonzero(val.meta[token].to_numpy() == 1)[:200])
     region = true_factor_masks(more, token).mean(0) > 0.05
