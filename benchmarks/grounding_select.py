@@ -97,9 +97,10 @@ def main() -> None:
             f"(val AUROC {r['val_auroc_of_choice']:.3f})",
             flush=True,
         )
-    frame = pd.DataFrame(rows).drop(columns=["window"])
+    frame = pd.DataFrame(rows)
+    frame["window"] = frame["window"].map(tuple)
     means = frame.groupby(["data", "token"], sort=False).mean(numeric_only=True).reset_index()
-    means["seed"] = "mean"
+    means["seed"], means["layer"] = "mean", None  # a mean layer index means nothing
     out = pd.concat([frame, means], ignore_index=True)
     print(f"\nscored on {args.split} (first {args.n} images whose factor is 1)\n")
     print(out.round(3).to_markdown(index=False))
