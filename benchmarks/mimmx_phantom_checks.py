@@ -26,14 +26,13 @@ A finished run (its ``results.csv``) is read, not rerun.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
+from mimmx_sweep import cli_run
 from mimmx_table import rows
 
-CONFIG = "configs/mimmx-mri.yaml"
 METHODS = ["erm", "rebalance", "mimmx"]
 
 
@@ -48,25 +47,9 @@ def variants(weak: float, correlation: float) -> dict[str, list[str]]:
 
 
 def run(folder: Path, overrides: list[str], epochs: int, seed: int) -> pd.DataFrame:
-    if not (folder / "results.csv").exists():
-        args = [
-            sys.executable,
-            "-m",
-            "shortcutlab.cli",
-            "run",
-            CONFIG,
-            "--out",
-            str(folder),
-            "-q",
-            f"methods=[{','.join(METHODS)}]",
-            f"seeds=[{seed}]",
-            f"train.epochs={epochs}",
-            "train.num_threads=1",
-            *overrides,
-        ]
-        print(" ".join(args[2:]), flush=True)
-        subprocess.run(args, check=True)
-    return pd.read_csv(folder / "results.csv")
+    methods = f"methods=[{','.join(METHODS)}]"
+    common = [methods, f"seeds=[{seed}]", f"train.epochs={epochs}", "train.num_threads=1"]
+    return pd.read_csv(cli_run(folder, common + overrides))
 
 
 def table(name: str, df: pd.DataFrame) -> tuple[list[dict], str]:

@@ -64,30 +64,29 @@ SETTINGS: dict[str, dict[str, object]] = {
 }
 
 
+def cli_run(folder: Path, overrides: list[str]) -> Path:
+    """``shortcutlab run CONFIG --out FOLDER -q OVERRIDES`` unless FOLDER holds results.csv."""
+    if not (folder / "results.csv").exists():
+        args = [sys.executable, "-m", "shortcutlab.cli", "run", CONFIG, "--out", str(folder), "-q"]
+        print(" ".join(args[2:] + overrides), flush=True)
+        subprocess.run(args + overrides, check=True)
+    return folder / "results.csv"
+
+
 def run(
     name: str, overrides: dict[str, object], out: Path, epochs: int, seed: int, extra: list[str]
 ) -> Path:
-    folder = out / name
-    if not (folder / "results.csv").exists():
-        args = [
-            sys.executable,
-            "-m",
-            "shortcutlab.cli",
-            "run",
-            CONFIG,
-            "--out",
-            str(folder),
-            "-q",
+    return cli_run(
+        out / name,
+        [
             "methods=[mimmx]",
             f"seeds=[{seed}]",
             f"train.epochs={epochs}",
             "train.num_threads=1",
             *extra,
             *[f"{k}={v}" if "." in k else f"hparams.mimmx.{k}={v}" for k, v in overrides.items()],
-        ]
-        print(" ".join(args[2:]), flush=True)
-        subprocess.run(args, check=True)
-    return folder / "results.csv"
+        ],
+    )
 
 
 def val_criteria(path: Path, criterion: str) -> tuple[float, float]:
