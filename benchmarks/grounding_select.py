@@ -2,7 +2,8 @@
 held-out split (docs/RESULTS.md, "Finding the shortcut"; docs/methods.md section 8: the layer
 and timestep choice are parameters, chosen on val if changed).
 
-For each ``benchmarks/grounding_eval.py`` seed folder: the pixel AUROC of every layer alone in
+For each ``benchmarks/grounding_eval.py`` seed folder: the pixel AUROC of the raw attention map
+(``--val-steps`` inversion steps, no blur or Otsu) of every layer alone in
 each window of ``grounding_diagnose.WINDOWS`` on the first 24 val images whose factor is 1
 (``grounding_diagnose.layer_aurocs``); the best (layer, window) on val; then the full recipe
 (heatmap, blur, Otsu, ``--steps`` inversion steps) with that choice and with the defaults, and
