@@ -71,6 +71,12 @@ def compare_rois(grounded: Path, data: Path) -> None:
     )
 
 
+def share(grounded: float, true: float) -> str:
+    """The grounded gain as a share of the true-ROI gain; none where the true ROI gains nothing
+    (a ratio of two losses is not a share of a gain)."""
+    return f"{grounded / true:.2f}" if true > 0 else "(no true-ROI gain)"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grounded", type=Path, nargs="+", required=True)
@@ -92,13 +98,13 @@ def main() -> None:
         print(
             f"| {s} | {d['erm']:.1f} | {d['maskmedpaint']:.1f} | {d['gain']:+.1f} | "
             f"{d['domain_check']:.1f}% | {g['maskmedpaint']:.1f} | {g['gain']:+.1f} | "
-            f"{g['domain_check']:.1f}% | {g['gain'] / d['gain']:.2f} |"
+            f"{g['domain_check']:.1f}% | {share(g['gain'], d['gain'])} |"
         )
     d, g = both["data"].loc[seeds], both["grounded"].loc[seeds]
     print(
         f"| mean | {d['erm'].mean():.1f} | {d['maskmedpaint'].mean():.1f} | "
         f"{d['gain'].mean():+.1f} | | {g['maskmedpaint'].mean():.1f} | {g['gain'].mean():+.1f} "
-        f"| | {g['gain'].mean() / d['gain'].mean():.2f} |"
+        f"| | {share(g['gain'].mean(), d['gain'].mean())} |"
     )
     same = (d["erm"] - g["erm"]).abs().max()
     print(
