@@ -114,7 +114,10 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
     grouped = frame.groupby("method", sort=False)
     mean, std = grouped[cols].mean(), grouped[cols].std().fillna(0.0)
     out = pd.DataFrame(
-        {c: [f"{m:.1f} ± {s:.1f}" for m, s in zip(mean[c], std[c])] for c in cols},
+        {
+            c: [f"{m:.1f} ± {s:.1f}" if m == m else "-" for m, s in zip(mean[c], std[c])]
+            for c in cols
+        },
         index=mean.index,
     )
     out["seconds (median)"] = grouped["seconds"].median().round(0).astype("Int64")
@@ -208,7 +211,8 @@ def main() -> None:
         return
     frame = collect(args.runs)
     if args.per_seed:
-        print(frame.round(1).to_markdown(index=False))
+        shown = frame.round(1).astype(object).where(frame.notna(), None)
+        print(shown.to_markdown(index=False, missingval="-"))
         print()
     print(summary(frame).to_markdown())
     if args.targets:
