@@ -75,7 +75,7 @@ def selection_score(run: Path, seed_dir: Path) -> float:
     """The run's model-selection score (the config's ``select`` metric, on val, x 100) at the
     epoch it selected: what ``--choose`` compares, so the choice sees val only."""
     try:
-        metric = yaml.safe_load((run / "config.yaml").read_text()).get("select", "val_average")
+        metric = yaml.safe_load((run / "config.yaml").read_text()).get("select", "val_worst_group")
         epoch = json.loads((seed_dir / "done.json").read_text())["selected_epoch"]
         for line in (seed_dir / "log.jsonl").read_text().splitlines():
             entry = json.loads(line)
@@ -172,7 +172,10 @@ def choose(frame: pd.DataFrame) -> str:
     ]
     if arms.empty or arms["val score"].isna().all():
         sys.exit("--choose needs representation-level runs with a selection score on val")
-    return str(arms.groupby("method")["val score"].mean().idxmax())
+    scores = arms.groupby("method")["val score"].agg(["mean", "count"])
+    for name, row in scores.sort_values("mean", ascending=False).iterrows():
+        print(f"val score {name}: {row['mean']:.1f} ({int(row['count'])} seed(s))")
+    return str(scores["mean"].idxmax())
 
 
 def epochs(runs: list[Path], method: str) -> str:
