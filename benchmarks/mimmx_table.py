@@ -64,11 +64,17 @@ def rows(df: pd.DataFrame) -> dict[str, float]:
             out[col] = float(pick["value"].iloc[0])
     # the issue asks for f_y against *each* confounder block: one column per block where there
     # are several (target "all" above is f_y against all of them at once)
-    fresh = df[(df["metric"] == "mi_fresh_critic") & (df["target"] != "all")]
-    if (df["metric"] == "mi_fresh_critic").any() and (df["target"] == "all").any():
+    fresh = df[df["metric"] == "mi_fresh_critic"]
+    if (fresh["target"] == "all").any():
         for target, value in zip(fresh["target"], fresh["value"], strict=True):
-            out[f"MI fresh {target}"] = float(value)
+            if target != "all":
+                out[f"MI fresh {target}"] = float(value)
     return out
+
+
+def read_log(seed_dir: Path) -> list[dict]:
+    """The run's per-epoch ``log.jsonl`` entries (none before its first epoch ends)."""
+    return [json.loads(line) for line in (seed_dir / "log.jsonl").read_text().splitlines() if line]
 
 
 def selection_score(run: Path, seed_dir: Path) -> float:
@@ -77,8 +83,7 @@ def selection_score(run: Path, seed_dir: Path) -> float:
     try:
         metric = yaml.safe_load((run / "config.yaml").read_text()).get("select", "val_worst_group")
         epoch = json.loads((seed_dir / "done.json").read_text())["selected_epoch"]
-        for line in (seed_dir / "log.jsonl").read_text().splitlines():
-            entry = json.loads(line)
+        for entry in read_log(seed_dir):
             if entry.get("epoch") == epoch and metric in entry:
                 return 100 * float(entry[metric])
     except (OSError, KeyError, ValueError, AttributeError):
@@ -163,34 +168,32 @@ def targets(frame: pd.DataFrame, method: str = "mimmx") -> list[str]:
     return lines
 
 
-def choose(frame: pd.DataFrame) -> str:
-    """The representation-level arm with the best mean selection score on val: every method
-    but ``erm``, ``rebalance`` and the ``-lambda0`` controls. Val only: no inv, bal or probe
-    figure enters the choice."""
+def choose(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean selection score on val (and seed count) of the representation-level arms, best
+    first: every method but ``erm``, ``rebalance`` and the ``-lambda0`` controls. Val only: no
+    inv, bal or probe figure enters the choice."""
     arms = frame[
         ~frame["method"].isin(["erm", "rebalance"]) & ~frame["method"].str.endswith("-lambda0")
     ]
     if arms.empty or arms["val score"].isna().all():
         sys.exit("--choose needs representation-level runs with a selection score on val")
     scores = arms.groupby("method")["val score"].agg(["mean", "count"])
-    for name, row in scores.sort_values("mean", ascending=False).iterrows():
-        print(f"val score {name}: {row['mean']:.1f} ({int(row['count'])} seed(s))")
-    return str(scores["mean"].idxmax())
+    return scores.sort_values("mean", ascending=False)
 
 
 def epochs(runs: list[Path], method: str) -> str:
     """Per-epoch training log of ``method`` (every seed found): task and confounder CEs, the
     training critic's value (``mi``), the per-epoch fresh critic and the val scores."""
-    keys = ["ce_y", "ce_sex", "ce_dataset", "ce_age", "mi", "mi_fresh_critic"]
-    keys += ["val_group_average", "val_average"]
     out = []
     for run in runs:
         for log in sorted(run.glob(f"{method}/seed_*/log.jsonl")):
-            entries = [json.loads(line) for line in log.read_text().splitlines() if line]
+            entries = read_log(log.parent)
             if not entries:  # a run that has not finished an epoch yet
                 continue
             frame = pd.DataFrame(entries)
-            cols = ["epoch"] + [k for k in keys if k in frame.columns]
+            ces = [c for c in frame.columns if c.startswith("ce_")]
+            rest = ["mi", "mi_fresh_critic", "val_group_average", "val_average"]
+            cols = ["epoch", *ces, *[k for k in rest if k in frame.columns]]
             out.append(f"{method} {log.parent.name} ({log.parent})")
             out.append(frame[cols].round(3).to_markdown(index=False))
     return "\n\n".join(out) if out else f"no {method}/seed_*/log.jsonl under the run folders"
@@ -221,7 +224,10 @@ def main() -> None:
     if args.targets:
         method = args.method
         if args.choose:
-            method = choose(frame)
+            scores = choose(frame)
+            for name, row in scores.iterrows():
+                print(f"val score {name}: {row['mean']:.1f} ({int(row['count'])} seed(s))")
+            method = str(scores.index[0])
             print(f"\nchosen on val (best mean selection score of the split arms): {method}")
         print()
         print("\n".join(targets(frame, method)))
