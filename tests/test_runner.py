@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -139,3 +140,44 @@ def test_one_run_at_a_time_per_output_folder(tmp_path):
     lock.write_text(f"{socket.gethostname()} {holder.pid}")
     runner.run_experiment(_cfg(epochs=1), out)
     assert (out / "results.csv").exists() and not lock.exists()
+
+
+def test_an_interrupted_run_continues_from_its_last_epoch_with_the_same_numbers(tmp_path):
+    """Ctrl-C in epoch 1: the re-run continues from epoch 0's checkpoint (resume.pt), and the
+    result is the uninterrupted run's, for a method with state outside its weights (MIMM-X's
+    DLS epoch and its critic's own stream of fresh batches)."""
+    import json
+
+    from shortcutlab.store.layout import ExperimentLayout
+
+    spec = {
+        "name": "mimmx-fresh",
+        "method": "mimmx",
+        "params": {"f_y_dim": 2, "f_z_dim": 2, "critic_batches": "fresh", "n_b": 3}
+        | {"audit_steps": 0, "audit_epoch_steps": 0},  # no fresh critics: faster
+    }
+    cfg = ExperimentConfig.model_validate({**_cfg().model_dump(), "methods": [spec]})
+
+    def interrupt(label, done, total):
+        if ":" not in label and done * 2 > total:  # the first step of epoch 1
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_experiment(cfg, tmp_path / "cut", progress=interrupt)
+    run = ExperimentLayout(tmp_path / "cut").run("mimmx-fresh", 0)
+    assert run.file("resume.pt").exists() and not run.done.exists()
+    resumed = runner.run_experiment(cfg, tmp_path / "cut")
+    done = json.loads(run.done.read_text())
+    assert done["compute"]["resumed_from_epoch"] == 0
+    assert not run.file("resume.pt").exists()
+    assert [e["epoch"] for e in run.read_log()] == [0, 1]
+    whole = runner.run_experiment(cfg, tmp_path / "whole")
+    # epoch 1's losses too (the selected epoch may be 0, whose weights the checkpoint held)
+    cut, whole_log = (
+        pd.DataFrame(ExperimentLayout(tmp_path / d).run("mimmx-fresh", 0).read_log())
+        for d in ("cut", "whole")
+    )
+    pd.testing.assert_frame_equal(cut.drop(columns="seconds"), whole_log.drop(columns="seconds"))
+    keys = ["split", "target", "metric"]
+    a, b = (f.sort_values(keys).reset_index(drop=True) for f in (resumed, whole))
+    np.testing.assert_allclose(a["value"].to_numpy(), b["value"].to_numpy(), rtol=1e-6)

@@ -133,8 +133,8 @@ def _run_one(cfg, out: Path, quiet: bool) -> None:
             run_experiment(cfg, out, progress=update, on_event=say)
     except KeyboardInterrupt:
         raise _interrupted(
-            f"the finished (method, seed) runs in {out} are kept and the one in progress will be "
-            "redone"
+            f"the finished (method, seed) runs in {out} are kept and the one in progress "
+            "continues from its last finished epoch"
         ) from None
     report = build_report(out)
     if not quiet:

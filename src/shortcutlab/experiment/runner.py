@@ -4,9 +4,10 @@ Data flows one way: config -> dataset -> method -> evaluation -> results (-> rep
 A run is one (method, seed): ``train_one`` = prepare the data and the method, fit with
 selection (``Context.fit``, ``experiment/context.py``), evaluate, save. Its folder
 (``store/layout.py``) holds ``checkpoint.pt``, ``log.jsonl``, ``results.csv`` and, written last,
-``done.json``. A re-run skips runs with ``done.json`` and redoes the others; with
-``train_one(..., resume=True)`` (the sweep's trials, ``experiment/sweep.py``) a run also keeps an
-epoch checkpoint (``resume.pt``) and an interrupted one continues from its last epoch.
+``done.json``. With ``train_one(..., resume=True)`` (every run of ``run_experiment`` and the
+sweep's trials, ``experiment/sweep.py``) a run also keeps an epoch checkpoint (``resume.pt``,
+deleted once ``done.json`` is written). A re-run skips runs with ``done.json`` and continues an
+interrupted one from its last finished epoch (from scratch when it has no epoch checkpoint).
 Model selection sees only the val split; inv/bal/test labels are used for reporting alone.
 """
 
@@ -267,8 +268,8 @@ def _train_one(
     }
     warnings = [w.removeprefix("warning: ") for w in data_warnings]
     warnings += degenerate + _selection_notes(selection)
-    if state is not None:
-        compute["resumed_from_epoch"] = int(state["epoch"])
+    if selection.resumed_from is not None:
+        compute["resumed_from_epoch"] = selection.resumed_from
     _save_run(layout, method, spec, hp, cfg, seed, selection, compute, results, warnings)
     return results
 
@@ -316,6 +317,7 @@ def _save_resume(
             for k in ("best_score", "best_average", "best_epoch", "best_state", "tie_breaks")
         },
         "last_losses": selection.last_losses,
+        "method_extra": method.resume_state(),
         "generator": generator.get_state(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -352,6 +354,7 @@ def _restore(
     for k, v in state["selection"].items():
         setattr(selection, k, v)
     selection.last_losses = state["last_losses"]
+    method.load_resume_state(state.get("method_extra", {}))
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
     if state.get("cuda_rng") is not None and torch.cuda.is_available():
@@ -470,6 +473,7 @@ class Selection:
     train_seconds: float = 0.0
     tie_breaks: int = 0
     last_losses: dict[str, float] = field(default_factory=dict)
+    resumed_from: int | None = None  # the epoch checkpoint's epoch this fit continued from
 
     def score(self, method: Method, ctx: Context) -> tuple[float, float]:
         """(the rule's score, the val average accuracy) of the current weights; -inf if not
@@ -535,6 +539,10 @@ def _fit_with_selection(
             start = int(state["epoch"]) + 1
             before = state["train_before"]
             done[0] = start * (steps + 1)
+            selection.resumed_from = int(state["epoch"])
+        elif kept:  # a checkpoint that does not fit this method: start over, log included
+            log.seek(0)
+            log.truncate()
 
         def on_step() -> None:
             done[0] += 1
@@ -596,7 +604,7 @@ def _save_run(
     results: pd.DataFrame,
     warnings: list[str],
 ) -> None:
-    """Checkpoint, results and, last, ``done.json`` (a run without it is redone on resume)."""
+    """Checkpoint, results and, last, ``done.json`` (a run without it is continued or redone on resume)."""
     Checkpoint(
         method=spec.registry_name,
         name=spec.name,
@@ -847,7 +855,7 @@ def _run_locked(
                 # written once the data loaded: a run that failed to start leaves no config
                 # behind to refuse the corrected re-run
                 write_text_atomic(cfg.dump(), layout.config)
-            frames.append(train_one(table, cfg, spec, seed, run, progress))
+            frames.append(train_one(table, cfg, spec, seed, run, progress, resume=True))
             say(f"{spec.name} seed {seed}: done")
             _say_warnings(run, say)
     results = (

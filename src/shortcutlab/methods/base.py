@@ -348,6 +348,16 @@ class Method(nn.Module):
     def on_train_end(self, context: RunContext) -> None:  # noqa: B027 - optional hook
         """Called after model selection restored the chosen weights."""
 
+    # -- epoch checkpoints (``resume.pt``, experiment/runner.py; docs/contracts.md) -------------
+    def resume_state(self) -> dict[str, Any]:
+        """What the next epoch needs beyond ``state_dict()`` and the optimisers (counters,
+        positions in the method's own batch streams); saved with every epoch checkpoint."""
+        return {}
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Restore ``resume_state()``; called after ``on_train_start`` and ``training_data``
+        when an interrupted run continues from its epoch checkpoint."""
+
     # -- helpers -------------------------------------------------------------------------------
     @staticmethod
     def weighted_ce(

@@ -330,6 +330,7 @@ class MINEPenaltyMethod(FeatureSplitMethod):
     def __init__(self, model: EncoderHeadModel, info: TaskInfo, hparams: dict[str, Any]):
         super().__init__(model, info, hparams)
         self._critic_stream: Iterator[dict[str, torch.Tensor]] | None = None
+        self._critic_drawn = 0  # batches taken from the stream (epoch checkpoints)
 
     def build_mine(self, dim_a: int, dim_b: int) -> MINE:
         alpha = float(self.hparams["mine_ema_alpha"])
@@ -356,6 +357,19 @@ class MINEPenaltyMethod(FeatureSplitMethod):
                 yield from context.batches(tensors, shuffle=True, generator=gen)
 
         self._critic_stream = stream()
+        self._critic_drawn = 0
+
+    def resume_state(self) -> dict[str, Any]:
+        return {**super().resume_state(), "critic_batches_drawn": self._critic_drawn}
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:
+        """Move the fresh critic-batch stream to where the interrupted run left it."""
+        super().load_resume_state(state)
+        if self._critic_stream is None:
+            return
+        while self._critic_drawn < int(state.get("critic_batches_drawn", 0)):
+            next(self._critic_stream)
+            self._critic_drawn += 1
 
     def critic_inputs(
         self, f: torch.Tensor, batch: dict[str, torch.Tensor]
@@ -367,6 +381,7 @@ class MINEPenaltyMethod(FeatureSplitMethod):
             f_y, f_zs = self.split(f.detach().float())
             return f_y, f_zs, self.mine_groups(batch)
         fresh = next(self._critic_stream)
+        self._critic_drawn += 1
         with torch.no_grad():
             f_y, f_zs = self.split(self.model.features(fresh["x"]).float())
         return f_y, f_zs, self.mine_groups(fresh)

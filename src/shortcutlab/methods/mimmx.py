@@ -176,6 +176,14 @@ class MIMMX(MINEPenaltyMethod):
         super().on_epoch_end(epoch, context)
         self.epoch = epoch + 1
 
+    def resume_state(self) -> dict[str, Any]:
+        return {**super().resume_state(), "epoch": self.epoch}
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:
+        """The DLS schedule and the warm-up continue from the checkpoint's next epoch."""
+        super().load_resume_state(state)
+        self.epoch = int(state.get("epoch", self.epoch))
+
     # -- optimisation ---------------------------------------------------------------------------
     @property
     def optimizer(self) -> torch.optim.Optimizer:
