@@ -18,8 +18,14 @@ Usage:
     PYTHONPATH=src .venv/bin/python benchmarks/mimmx_table.py RUN_DIR [RUN_DIR ...] [--per-seed]
         [--targets [--choose | --method NAME]]
     PYTHONPATH=src .venv/bin/python benchmarks/mimmx_table.py RUN_DIR [...] --epochs METHOD
+    PYTHONPATH=src .venv/bin/python benchmarks/mimmx_table.py RUN_DIR [...] --floor
 
 ``--epochs METHOD``: the per-epoch training log (``log.jsonl``) of METHOD's runs instead.
+``--floor``: the MI floor of the data, the plug-in mutual information (scikit-learn's
+``mutual_info_score``, nats) of ``y`` with each confounder and with all of them on the train and
+val rows of the first run folder's ``dataset.csv``. Any ``f_y`` from which ``y`` can be read
+exactly has ``I(f_y; z) >= I(y; z)`` (data processing), so an unconditional penalty driven below
+that floor (with ``f_z`` reading ``z``) must take task information out of ``f_y`` as well.
 """
 
 from __future__ import annotations
@@ -199,6 +205,25 @@ def epochs(runs: list[Path], method: str) -> str:
     return "\n\n".join(out) if out else f"no {method}/seed_*/log.jsonl under the run folders"
 
 
+def mi_floor(runs: list[Path]) -> pd.DataFrame:
+    """``I(y; z)`` (nats) on train and val for each confounder and all of them jointly."""
+    from sklearn.metrics import mutual_info_score
+
+    path = next((r / "dataset.csv" for r in runs if (r / "dataset.csv").is_file()), None)
+    if path is None:
+        raise SystemExit("--floor: no dataset.csv in the run folders")
+    table = pd.read_csv(path)
+    attrs = [c for c in table.columns if c not in ("path", "y", "split")]
+    joint = table[attrs].astype(str).agg("-".join, axis=1)
+    rows = {}
+    for split in ("train", "val"):
+        part = table["split"] == split
+        values = {a: mutual_info_score(table.loc[part, "y"], table.loc[part, a]) for a in attrs}
+        values["all"] = mutual_info_score(table.loc[part, "y"], joint[part])
+        rows[split] = values
+    return pd.DataFrame(rows).T.rename_axis("I(y; z), nats")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
@@ -211,9 +236,13 @@ def main() -> None:
         help="--targets checks the representation-level arm with the best mean val score",
     )
     parser.add_argument("--epochs", metavar="METHOD", help="print METHOD's per-epoch log only")
+    parser.add_argument("--floor", action="store_true", help="print the data's I(y; z) only")
     args = parser.parse_args()
     if args.epochs:
         print(epochs(args.runs, args.epochs))
+        return
+    if args.floor:
+        print(mi_floor(args.runs).round(3).to_markdown())
         return
     frame = collect(args.runs)
     if args.per_seed:
