@@ -181,3 +181,28 @@ def test_an_interrupted_run_continues_from_its_last_epoch_with_the_same_numbers(
     keys = ["split", "target", "metric"]
     a, b = (f.sort_values(keys).reset_index(drop=True) for f in (resumed, whole))
     np.testing.assert_allclose(a["value"].to_numpy(), b["value"].to_numpy(), rtol=1e-6)
+
+
+def test_an_epoch_checkpoint_of_other_hyperparameters_is_not_continued(tmp_path):
+    """A method entry edited after an interruption: its run starts over, with a clean log."""
+    import json
+
+    from shortcutlab.experiment.config import MethodSpec
+    from shortcutlab.store.layout import RunLayout
+
+    cfg = _cfg(epochs=2)
+    table = runner.load_dataset(cfg.dataset)
+    layout = RunLayout.single(tmp_path / "run", "erm", 0)
+
+    def interrupt(label, done, total):
+        if done * 2 > total:
+            raise KeyboardInterrupt
+
+    first = MethodSpec(name="erm", method="erm", params={"lr": 1e-3})
+    with pytest.raises(KeyboardInterrupt):
+        runner.train_one(table, cfg, first, 0, layout, interrupt, resume=True)
+    assert layout.file("resume.pt").exists()
+    edited = MethodSpec(name="erm", method="erm", params={"lr": 3e-3})
+    runner.train_one(table, cfg, edited, 0, layout, resume=True)
+    assert "resumed_from_epoch" not in json.loads(layout.done.read_text())["compute"]
+    assert [e["epoch"] for e in layout.read_log()] == [0, 1]

@@ -310,6 +310,7 @@ def _save_resume(
     """Everything the next epoch starts from, written atomically (temporary file, rename)."""
     state = {
         "epoch": epoch,
+        "hparams": dict(method.hparams),
         "method": method.state_dict(),
         "optimizers": {k: opt.state_dict() for k, opt in _optimizers(method).items()},
         "selection": {
@@ -341,7 +342,10 @@ def _restore(
     generator: torch.Generator,
 ) -> bool:
     """Load an epoch checkpoint into a freshly prepared run; False when it does not fit (the
-    run then starts over)."""
+    run then starts over): one saved with other hyperparameters (a method entry edited since)
+    does not."""
+    if "hparams" in state and state["hparams"] != dict(method.hparams):
+        return False
     try:
         method.load_state_dict(state["method"])
         for name, opt_state in state["optimizers"].items():
