@@ -250,6 +250,8 @@ def _train_one(
             shutil.rmtree(layout.dir)  # an interrupted run is redone from scratch
         layout.dir.mkdir(parents=True)
     ctx, method, hp, data_warnings = _prepare(table, cfg, spec, seed, layout)
+    if state is not None and state.get("hparams", method.hparams) != dict(method.hparams):
+        state = None  # saved with other hyperparameters (a method entry edited since): start over
     t0 = time.perf_counter() - (state["elapsed"] if state else 0.0)
     label = f"{spec.name} seed {seed}"
     selection = _fit_with_selection(
@@ -342,10 +344,7 @@ def _restore(
     generator: torch.Generator,
 ) -> bool:
     """Load an epoch checkpoint into a freshly prepared run; False when it does not fit (the
-    run then starts over): one saved with other hyperparameters (a method entry edited since)
-    does not."""
-    if "hparams" in state and state["hparams"] != dict(method.hparams):
-        return False
+    run then starts over)."""
     try:
         method.load_state_dict(state["method"])
         for name, opt_state in state["optimizers"].items():
@@ -608,7 +607,8 @@ def _save_run(
     results: pd.DataFrame,
     warnings: list[str],
 ) -> None:
-    """Checkpoint, results and, last, ``done.json`` (a run without it is continued or redone on resume)."""
+    """Checkpoint, results and, last, ``done.json`` (a run without it is continued or redone
+    on resume)."""
     Checkpoint(
         method=spec.registry_name,
         name=spec.name,
