@@ -183,6 +183,37 @@ def test_an_interrupted_run_continues_from_its_last_epoch_with_the_same_numbers(
     np.testing.assert_allclose(a["value"].to_numpy(), b["value"].to_numpy(), rtol=1e-6)
 
 
+def test_a_resumed_run_keeps_its_log_on_disk_while_it_sets_up(tmp_path, monkeypatch):
+    """The log of the finished epochs is on disk before the resumed run restores its checkpoint:
+    a process killed (not Ctrl-C) during the restore or its first epoch loses none of it."""
+    from shortcutlab.experiment.config import MethodSpec
+    from shortcutlab.store.layout import RunLayout
+
+    cfg = _cfg(epochs=2)
+    table = runner.load_dataset(cfg.dataset)
+    layout = RunLayout.single(tmp_path / "run", "erm", 0)
+    spec = MethodSpec(name="erm", method="erm", params={})
+
+    def interrupt(label, done, total):
+        if done * 2 > total:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        runner.train_one(table, cfg, spec, 0, layout, interrupt, resume=True)
+    assert [e["epoch"] for e in layout.read_log()] == [0]
+    on_disk = []
+    restore = runner._restore
+
+    def watch(*args, **kwargs):
+        on_disk.append([e["epoch"] for e in layout.read_log()])
+        return restore(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "_restore", watch)
+    runner.train_one(table, cfg, spec, 0, layout, resume=True)
+    assert on_disk == [[0]]
+    assert [e["epoch"] for e in layout.read_log()] == [0, 1]
+
+
 def test_an_epoch_checkpoint_of_other_hyperparameters_is_not_continued(tmp_path):
     """A method entry edited after an interruption: its run starts over, with a clean log."""
     import json

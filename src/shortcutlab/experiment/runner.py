@@ -522,9 +522,10 @@ def _fit_with_selection(
     kept = []
     if state is not None:  # the log up to the checkpoint's epoch
         kept = [e for e in ctx.layout.read_log() if e.get("epoch", -1) <= state["epoch"]]
-    with ctx.layout.log.open("w") as log:
-        for entry in kept:
-            log.write(json.dumps(entry) + "\n")
+    # the kept lines are on disk (atomically) before anything else: a run killed while it sets
+    # up again keeps its finished epochs' log
+    write_text_atomic("".join(json.dumps(e) + "\n" for e in kept), ctx.layout.log)
+    with ctx.layout.log.open("a") as log:
         method.on_train_start(ctx)
         if progress:
             ctx.progress = lambda stage, d, n: progress(f"{label}: {stage}", d, n)
