@@ -63,6 +63,20 @@ def test_csv_dataset_with_split_column_runs_and_resumes(tmp_path, capsys):
     assert code == 0 and (out / "report.html").exists()
 
 
+def test_only_runs_the_named_entries(tmp_path, capsys):
+    root = write_csv_dataset(tmp_path / "data", n=120, with_split=True)
+    cfg = write_config(tmp_path / "cfg.yaml", root, methods=["erm", "rebalance", "groupdro"])
+    out = tmp_path / "out"
+    args = ["run", cfg, "--out", out, "--quiet", "train.epochs=1"]
+    code, _, err = run_cli([*args, "--only", "groupdro,erm"], capsys)
+    assert code == 0, err
+    assert set(pd.read_csv(out / "results.csv")["method"]) == {"erm", "groupdro"}
+    assert not (out / "rebalance").exists()
+    code, _, err = run_cli([*args, "--only", "rebalnce"], capsys)
+    assert code == 2 and "no method entry named 'rebalnce'" in " ".join(err.split())
+    assert "erm, rebalance, groupdro" in " ".join(err.split())
+
+
 def test_csv_dataset_without_split_column_gets_built_splits(tmp_path, capsys):
     root = write_csv_dataset(tmp_path / "data", n=400, with_split=False)
     cfg = write_config(tmp_path / "cfg.yaml", root)

@@ -95,16 +95,40 @@ def run(
     out: Path = typer.Option(None, "--out", "-o", help="run folder (default runs/<dataset>)"),
     preset: str = typer.Option(None, "--preset", help="quick | full"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    only: list[str] = typer.Option(
+        None,
+        "--only",
+        help="only these method entries, by name (repeat or a,b)",
+        show_default=False,
+    ),
 ) -> None:
     """Train and evaluate every method and seed of a config; write results, summary and report."""
     from shortcutlab.experiment.config import load_config
 
     config_path, overrides = _config_args(ctx, args, preset)
     if preset == "full":
+        if only:
+            _fail("--only selects entries of one config; it does not apply to --preset full")
         return _run_full(config_path, overrides, out or Path("runs/full"), quiet)
     cfg = load_config(config_path, preset, overrides)
+    if only:
+        cfg = _only_entries(cfg, only)
     out = out or Path("runs") / cfg.dataset.name
     _run_one(cfg, out, quiet)
+
+
+def _only_entries(cfg, only: list[str]):
+    """The config with the method entries named by ``--only`` (in the config's order), e.g. to
+    run one config's entries as separate jobs into separate folders."""
+    wanted = {name.strip() for item in only for name in item.split(",") if name.strip()}
+    names = [m.name for m in cfg.methods]
+    unknown = sorted(wanted - set(names))
+    if unknown:
+        _fail(
+            f"--only: no method entry named '{unknown[0]}' in the config; its entries: "
+            + ", ".join(names)
+        )
+    return cfg.model_copy(update={"methods": [m for m in cfg.methods if m.name in wanted]})
 
 
 def _interrupted(kept: str) -> typer.Exit:
